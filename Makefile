@@ -1,0 +1,59 @@
+# Merge barriers for QEMU: fetch the pinned QEMU base, apply patches/, build,
+# test, demonstrate.  `make` for the demonstration, `make check` for the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+SRC   := out/qemu-src
+BUILD := $(SRC)/build
+QEMU  := out/qemu-system-x86_64
+QTESTS := merge-barriers-test i440fx-test q35-test qom-test test-hmp \
+          device-introspect-test
+UNITS := test-string-input-visitor
+TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS))
+
+.PHONY: all deps fetch apply build build-tests demo check export check-series \
+        clean distclean help
+
+all: build demo
+
+help:
+	@echo "make               install deps, fetch QEMU 10.2.2, apply patches/, build, demo"
+	@echo "make check         all of the above, then every test; ends with 'N passed, M failed'"
+	@echo "make export        patches/ <- commits of out/qemu-src (after editing there)"
+	@echo "make check-series  fail if patches/ and out/qemu-src disagree"
+	@echo "make clean         remove build trees (keeps downloads and out/qemu-src)"
+
+deps:
+	@scripts/deps.sh build vfio-user
+
+fetch: deps
+	@scripts/fetch.sh
+
+apply: fetch
+	@scripts/series.sh apply
+
+build: apply
+	@scripts/build.sh
+	@cmp -s $(BUILD)/qemu-system-x86_64 $(QEMU) || install -m 755 $(BUILD)/qemu-system-x86_64 $(QEMU)
+	@echo "binary: $(QEMU) ($$($(QEMU) --version | head -n 1))"
+
+build-tests: build
+	@BUILD_TARGETS="$(TEST_TARGETS)" scripts/build.sh
+
+demo: build
+	@scripts/demo.sh
+
+check: build-tests
+	@QTESTS="$(QTESTS)" UNITS="$(UNITS)" scripts/run-tests.sh
+
+export:
+	@scripts/series.sh export
+
+check-series:
+	@scripts/series.sh check
+
+clean:
+	rm -rf $(BUILD) $(SRC)/build-* out/test-logs $(QEMU)
+
+distclean:
+	rm -rf out

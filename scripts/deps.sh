@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install the Debian packages the build and the tests need, only when missing.
+# Usage: scripts/deps.sh [group...]   groups: build (default), vfio-user, libvirt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/apt-private.sh
+
+groups=("${@:-build}")
+want=()
+for g in "${groups[@]}"; do
+    case "$g" in
+    build)
+        want+=(gcc make git ninja-build pkg-config flex bison python3-venv dpkg-dev
+               ccache libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev
+               xz-utils ipxe-qemu
+               meson/bookworm-backports python3-pycotap/bookworm-backports
+               seabios/bookworm-backports qemu-system-data/bookworm-backports) ;;
+    vfio-user)
+        want+=(libjson-c-dev libcmocka-dev) ;;
+    libvirt)
+        want+=(libvirt-daemon-driver-qemu/bookworm-backports
+               libvirt-daemon/bookworm-backports
+               libvirt-daemon-log/bookworm-backports
+               libvirt-clients/bookworm-backports
+               libvirt-daemon-common/bookworm-backports
+               libvirt-common/bookworm-backports
+               libvirt0/bookworm-backports
+               libvirt-l10n/bookworm-backports) ;;
+    *) die "unknown dependency group '$g'" ;;
+    esac
+done
+
+# A package counts as present when installed, and for the backports ones when
+# the installed version is the backport (meson >= 1.5 etc.).
+missing=()
+for spec in "${want[@]}"; do
+    pkg=${spec%%/*}
+    st=$(dpkg-query -W -f '${db:Status-Status} ${Version}' "$pkg" 2>/dev/null || true)
+    case "$st" in
+    "installed "*)
+        if [ "$spec" != "$pkg" ] && [[ "$st" != *bpo* ]]; then
+            missing+=("$spec")
+        fi ;;
+    *) missing+=("$spec") ;;
+    esac
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}"
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        die "need root to install Debian packages; as root run: apt-get install ${missing[*]} (backports via bookworm-backports)"
+    fi
+fi
+APT_DIR=$PWD/out/apt
+apt_private_setup
+"${sudo[@]}" mkdir -p "$APT_DIR"
+apt_private_update
+if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${APT_OPTS[@]}" -q -y \
+        --no-install-recommends install "${missing[@]}" >"$APT_DIR/install.log" 2>&1; then
+    tail -n 15 "$APT_DIR/install.log" >&2
+    die "apt-get install failed (log: $APT_DIR/install.log)"
+fi
+echo "deps: done"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Run every test of the project and count them.
+#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series e2e (default: all)
+# Each test program speaks TAP; every "ok"/"not ok" line counts as one test.
+# A program that fails without reporting a failed test counts one failure.
+# The last line is "N passed, M failed" (", K skipped" when some are).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+BUILD=${BUILD:-out/qemu-src/build}
+LOGS=out/test-logs
+QTESTS=${QTESTS:-merge-barriers-test i440fx-test q35-test qom-test test-hmp device-introspect-test}
+UNITS=${UNITS:-test-string-input-visitor}
+SUITES=("${@:-qtest unit series e2e}")
+SUITES=(${SUITES[*]})
+
+mkdir -p "$LOGS"
+passed=0 failed=0 skipped=0
+failures=()
+
+# run NAME TIMEOUT CMD...: run one TAP-speaking program and count its tests.
+run() {
+    local name=$1 limit=$2 log="$LOGS/${1//\//_}.log" rc p f s start
+    shift 2
+    start=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1 </dev/null
+    rc=$?
+    p=$(grep -cE '^ok [0-9]+' "$log")
+    s=$(grep -cE '^ok [0-9]+.*# *(SKIP|skip)' "$log")
+    f=$(grep -cE '^not ok [0-9]+' "$log")
+    p=$((p - s))
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+        [ $rc -eq 124 ] && echo "# timed out after $limit s" >>"$log"
+    fi
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    if [ "$f" -gt 0 ]; then
+        failures+=("$name")
+        printf 'FAIL  %-44s %3d passed, %d failed (%ds) log: %s\n' "$name" "$p" "$f" \
+            $(( $(date +%s) - start )) "$log"
+        grep -E '^not ok|^Bail out|ERROR|# timed out' "$log" | head -n 5 | sed 's/^/      /'
+    else
+        printf 'ok    %-44s %3d passed%s (%ds)\n' "$name" "$p" \
+            "$([ "$s" -gt 0 ] && echo ", $s skipped")" $(( $(date +%s) - start ))
+    fi
+}
+
+for suite in "${SUITES[@]}"; do
+    case "$suite" in
+    qtest)
+        echo "== QEMU qtests (x86_64): $QTESTS"
+        for t in $QTESTS; do
+            QTEST_QEMU_BINARY=$TOP/$BUILD/qemu-system-x86_64 \
+                run "qtest/$t" 900 "$BUILD/tests/qtest/$t"
+        done ;;
+    unit)
+        echo "== QEMU unit tests: $UNITS"
+        for t in $UNITS; do
+            run "unit/$t" 300 "$BUILD/tests/unit/$t"
+        done ;;
+    series)
+        echo "== patch series: checkpatch.pl, patches/ = out/qemu-src"
+        run "series/checkpatch" 300 scripts/checkpatch-series.sh
+        run "series/sync" 120 bash -c \
+            'if scripts/series.sh check; then echo "ok 1 patches/ matches out/qemu-src"; else echo "not ok 1 patches/ and out/qemu-src disagree"; exit 1; fi' ;;
+    e2e)
+        echo "== end-to-end tests"
+        for t in tests/e2e/*.sh; do
+            [ -e "$t" ] || continue
+            run "e2e/$(basename "$t" .sh)" 1800 bash "$t"
+        done ;;
+    *) echo "unknown suite '$suite'" >&2; exit 2 ;;
+    esac
+done
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+if [ "$skipped" -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

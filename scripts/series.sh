@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The patch queue: patches/*.patch <-> commits in the git work tree out/qemu-src.
+#   series.sh apply    create out/qemu-src (base commit) and apply patches/ (git am)
+#   series.sh export   regenerate patches/ from the commits on top of the base
+#   series.sh check    fail, naming the difference, when the two disagree
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+SRC=out/qemu-src
+DL=out/downloads
+BASE_TAG=debian-base
+
+die() { echo "error: $*" >&2; exit 1; }
+g() { git -C "$SRC" "$@"; }
+
+series_files() {
+    local p
+    for p in patches/[0-9]*.patch; do
+        [ -e "$p" ] || continue
+        case "${p##*/}" in 0000-*) continue ;; esac
+        echo "$p"
+    done
+}
+
+# Deterministic format-patch output: the same commits always give the same
+# bytes (no commit hashes, no git version signature).
+export_to() {
+    local dir=$1
+    mkdir -p "$dir"
+    g -c core.abbrev=12 -c diff.renames=true format-patch -q --zero-commit \
+        --no-signature --subject-prefix=PATCH --output-directory "$TOP/$dir" \
+        "$BASE_TAG..HEAD" >/dev/null
+}
+
+# Compare patches/ with an export of the tree; print the differences.
+differences() {
+    local tmp=$1 p q out=""
+    for p in $(series_files); do
+        q="$tmp/${p##*/}"
+        if [ ! -e "$q" ]; then out+="  only in patches/: ${p##*/}"$'\n'
+        elif ! cmp -s "$p" "$q"; then out+="  differs: ${p##*/}"$'\n'
+        fi
+    done
+    for q in "$tmp"/*.patch; do
+        [ -e "$q" ] || continue
+        [ -e "patches/${q##*/}" ] || out+="  only in out/qemu-src: ${q##*/}"$'\n'
+    done
+    printf '%s' "$out"
+}
+
+create_base() {
+    [ -f "$DL/qemu_10.2.2+ds-1.dsc" ] || die "no QEMU source in $DL: run 'make fetch'"
+    local tmp=$SRC.tmp
+    rm -rf "$tmp"
+    echo "series: creating $SRC (dpkg-source -x: Debian's patch queue applied)"
+    if ! dpkg-source --no-check -x "$DL/qemu_10.2.2+ds-1.dsc" "$tmp" \
+            >out/dpkg-source.log 2>&1; then
+        tail -n 5 out/dpkg-source.log >&2; rm -rf "$tmp"
+        die "dpkg-source -x failed (log: out/dpkg-source.log)"
+    fi
+    # Debian's packaging and quilt state are not part of the QEMU tree.
+    rm -rf "$tmp/.pc" "$tmp/debian"
+    (
+        cd "$tmp"
+        export GIT_AUTHOR_NAME="Debian QEMU source" GIT_AUTHOR_EMAIL="qemu@packages.debian.org"
+        export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+        export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
+        git init -q -b master .
+        git add -A -f .
+        git commit -q -m "qemu 1:10.2.2+ds-1 (Debian source, dpkg-source -x)"
+        git tag "$BASE_TAG"
+    )
+    mv "$tmp" "$SRC"
+}
+
+ensure_identity() {
+    g config user.email >/dev/null 2>&1 && return 0
+    local n e
+    n=$(git config user.name || echo "merge-barriers developer")
+    e=$(git config user.email || echo "developer@localhost")
+    g config user.name "$n"; g config user.email "$e"
+}
+
+am_series() {
+    local p n=0 log=out/git-am.log
+    for p in $(series_files); do
+        n=$((n + 1))
+        if ! g am -q --keep-cr "$TOP/$p" >"$log" 2>&1; then
+            local files
+            files=$(grep -oE '^error: (patch failed: |)[^:]+' "$log" |
+                    sed -E 's/^error: (patch failed: )?//' | sort -u | tr '\n' ' ')
+            g am --abort >/dev/null 2>&1 || true
+            echo "error: patch $p does not apply${files:+ (files: ${files% })} -- see $log" >&2
+            return 1
+        fi
+    done
+    echo "series: applied $n patches on $BASE_TAG"
+}
+
+series_hash() { cat $(series_files) /dev/null | sha256sum | cut -d' ' -f1; }
+tree_hash() {
+    local tmp h
+    tmp=$(mktemp -d out/.export.XXXXXX)
+    export_to "$tmp"
+    h=$(cat "$tmp"/*.patch /dev/null 2>/dev/null | sha256sum | cut -d' ' -f1)
+    rm -rf "$tmp"
+    echo "$h"
+}
+record_state() { series_hash > "$SRC/.git/merge-barriers-series"; }
+
+cmd_apply() {
+    [ -d "$SRC/.git" ] || create_base
+    ensure_identity
+    local state="$SRC/.git/merge-barriers-series" want have applied=""
+    want=$(series_hash)
+    [ -f "$state" ] && applied=$(cat "$state")
+    if [ "$applied" = "$want" ]; then
+        # patches/ is what was applied or exported last: the tree is yours.
+        if [ "$(tree_hash)" != "$want" ]; then
+            echo "series: note: out/qemu-src has commits not exported to patches/ ('make export')"
+        fi
+        return 0
+    fi
+    have=$(tree_hash)
+    if [ "$have" = "$want" ]; then
+        record_state
+        echo "series: out/qemu-src is up to date with patches/"
+        return 0
+    fi
+    # patches/ changed (e.g. git pull): re-apply, unless that would lose work.
+    if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
+        die "patches/ changed, but out/qemu-src has uncommitted changes: commit them and 'make export', or discard them; then re-run"
+    fi
+    if [ "$have" != "${applied:-$(cat /dev/null | sha256sum | cut -d' ' -f1)}" ]; then
+        die "patches/ changed, but out/qemu-src has commits that are not in patches/: 'make export' keeps them (then merge), 'git -C $SRC reset --hard $BASE_TAG' drops them"
+    fi
+    local prev
+    prev=$(g rev-parse HEAD)
+    g reset -q --hard "$BASE_TAG"
+    if ! am_series; then
+        g reset -q --hard "$prev"
+        exit 1
+    fi
+    record_state
+}
+
+cmd_export() {
+    [ -d "$SRC/.git" ] || die "no $SRC: run 'make apply'"
+    if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
+        echo "warning: out/qemu-src has uncommitted changes; they are not exported" >&2
+    fi
+    local tmp p q changed=0
+    tmp=$(mktemp -d out/.export.XXXXXX)
+    export_to "$tmp"
+    for p in $(series_files); do
+        [ -e "$tmp/${p##*/}" ] || { rm -f "$p"; echo "  removed ${p##*/}"; changed=1; }
+    done
+    for q in "$tmp"/*.patch; do
+        [ -e "$q" ] || continue
+        p="patches/${q##*/}"
+        if ! cmp -s "$q" "$p"; then
+            cp "$q" "$p"; echo "  wrote ${p##*/}"; changed=1
+        fi
+    done
+    rm -rf "$tmp"
+    record_state
+    [ $changed = 1 ] || echo "series: patches/ already matches out/qemu-src"
+}
+
+cmd_check() {
+    [ -d "$SRC/.git" ] || die "no $SRC: run 'make apply'"
+    local tmp d rc=0
+    tmp=$(mktemp -d out/.export.XXXXXX)
+    export_to "$tmp"
+    d=$(differences "$tmp"); rm -rf "$tmp"
+    if [ -n "$d" ]; then
+        echo "patches/ and out/qemu-src disagree:"; printf '%s' "$d"; rc=1
+    fi
+    if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
+        echo "out/qemu-src has uncommitted changes:"; g status --short --untracked-files=no | sed 's/^/  /'
+        rc=1
+    fi
+    [ $rc = 0 ] && echo "series: patches/ matches out/qemu-src ($(series_files | wc -l) patches)"
+    return $rc
+}
+
+case "${1:-}" in
+apply) cmd_apply ;;
+export) cmd_export ;;
+check) cmd_check ;;
+*) die "usage: $0 apply|export|check" ;;
+esac
