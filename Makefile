@@ -12,7 +12,7 @@ UNITS := test-string-input-visitor
 TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS))
 
 .PHONY: all deps fetch apply build build-tests demo check export check-series \
-        clean distclean help
+        unpatched bench cover-letter clean distclean help
 
 all: build demo
 
@@ -21,6 +21,8 @@ help:
 	@echo "make check         all of the above, then every test; ends with 'N passed, M failed'"
 	@echo "make export        patches/ <- commits of out/qemu-src (after editing there)"
 	@echo "make check-series  fail if patches/ and out/qemu-src disagree"
+	@echo "make bench         side by side with unpatched 10.2.2: DMA churn and topology update cost"
+	@echo "make cover-letter  patches/0000-cover-letter.patch from docs/cover-letter.txt + latest bench"
 	@echo "make clean         remove build trees (keeps downloads and out/qemu-src)"
 
 deps:
@@ -46,14 +48,34 @@ demo: build
 check: build-tests
 	@QTESTS="$(QTESTS)" UNITS="$(UNITS)" scripts/run-tests.sh
 
+UNPATCHED := out/qemu-unpatched/build/qemu-system-x86_64
+
+unpatched: apply
+	@scripts/build-unpatched.sh
+
+bench: build unpatched
+	@scripts/build-vfio-user.sh
+	@echo "bench: DMA churn during SeaBIOS POST, unpatched vs patched"
+	@/usr/bin/python3 scripts/dma_churn.py --unpatched $(UNPATCHED) \
+	    --csv out/bench-dma-churn.csv --svg out/bench-dma-churn.svg \
+	    --markdown out/bench-dma-churn.md
+	@echo "bench: memory topology update cost, unpatched vs patched with 0/1/16/64 barriers"
+	@/usr/bin/python3 scripts/bench_cost.py --unpatched $(UNPATCHED) \
+	    --csv out/bench-cost.csv --svg out/bench-cost.svg \
+	    --markdown out/bench-cost.md
+
 export:
 	@scripts/series.sh export
+
+cover-letter: apply
+	@/usr/bin/python3 scripts/cover_letter.py
 
 check-series:
 	@scripts/series.sh check
 
 clean:
-	rm -rf $(BUILD) $(SRC)/build-* out/test-logs $(QEMU)
+	rm -rf $(BUILD) $(SRC)/build-* out/qemu-unpatched out/libvfio-user-build \
+	    out/test-logs $(QEMU)
 
 distclean:
 	rm -rf out

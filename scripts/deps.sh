@@ -18,7 +18,10 @@ for g in "${groups[@]}"; do
     vfio-user)
         want+=(libjson-c-dev libcmocka-dev) ;;
     libvirt)
-        want+=(libvirt-daemon-driver-qemu/bookworm-backports
+        # libvirt-daemon-driver-qemu needs a qemu-system-x86 package installed
+        # (the tests run the patched binary through <emulator>).
+        want+=(qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports
+               libvirt-daemon-driver-qemu/bookworm-backports
                libvirt-daemon/bookworm-backports
                libvirt-daemon-log/bookworm-backports
                libvirt-clients/bookworm-backports

@@ -61,13 +61,18 @@ for suite in "${SUITES[@]}"; do
     series)
         echo "== patch series: checkpatch.pl, patches/ = out/qemu-src"
         run "series/checkpatch" 300 scripts/checkpatch-series.sh
+        run "series/cover-letter" 60 bash -c \
+            'if /usr/bin/python3 scripts/cover_letter.py --check; then echo "ok 1 cover letter lists the series"; else echo "not ok 1 cover letter is out of date (make cover-letter)"; exit 1; fi'
         run "series/sync" 120 bash -c \
             'if scripts/series.sh check; then echo "ok 1 patches/ matches out/qemu-src"; else echo "not ok 1 patches/ and out/qemu-src disagree"; exit 1; fi' ;;
     e2e)
         echo "== end-to-end tests"
-        for t in tests/e2e/*.sh; do
+        for t in tests/e2e/*.sh tests/e2e/*.py; do
             [ -e "$t" ] || continue
-            run "e2e/$(basename "$t" .sh)" 1800 bash "$t"
+            case "$t" in
+            *.sh) run "e2e/$(basename "$t" .sh)" 1800 bash "$t" ;;
+            *.py) run "e2e/$(basename "$t" .py)" 1800 /usr/bin/python3 "$t" ;;
+            esac
         done ;;
     *) echo "unknown suite '$suite'" >&2; exit 2 ;;
     esac

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Write patches/0000-cover-letter.patch.
+
+The text comes from docs/cover-letter.txt (first line: subject).  Its
+placeholders take the latest measurements:
+  @DMA_CHURN@   out/bench-dma-churn.md (make bench) or out/dma-churn.md (make)
+  @BENCH_COST@  out/bench-cost.md (make bench)
+The shortlog and diffstat come from out/qemu-src (debian-base..HEAD).
+
+  cover_letter.py          write the cover letter
+  cover_letter.py --check  fail if its patch list is not the series'
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+SRC = "out/qemu-src"
+BASE = "debian-base"
+OUT = "patches/0000-cover-letter.patch"
+
+
+def git(*args):
+    return subprocess.run(["git", "-C", SRC, *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def md_to_text(path):
+    """A Markdown table (plus trailing notes) as an aligned text table."""
+    rows, notes = [], []
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(re.fullmatch(r"-+", c) for c in cells):
+                rows.append(cells)
+        elif line.strip():
+            notes.append(line.strip())
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  " + "  ".join(c.ljust(w) for c, w in zip(rows[0], widths))
+           .rstrip(),
+           "  " + "  ".join("-" * w for w in widths)]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+            for r in rows[1:]]
+    return "\n".join(out + ["  " + n for n in notes])
+
+
+def subjects():
+    return git("log", "--reverse", "--format=%s", f"{BASE}..HEAD").split("\n")[:-1]
+
+
+def main():
+    if "--check" in sys.argv[1:]:
+        text = open(OUT).read()
+        missing = [s for s in subjects() if f"\n  {s}\n" not in text]
+        n = len(subjects())
+        ok = f"[PATCH 0/{n}]" in text and not missing
+        for s in missing:
+            print(f"cover letter does not list: {s}")
+        if f"[PATCH 0/{n}]" not in text:
+            print(f"cover letter is not [PATCH 0/{n}]")
+        return 0 if ok else 1
+
+    lines = open("docs/cover-letter.txt").read().split("\n")
+    subject, body = lines[0], "\n".join(lines[1:]).strip("\n")
+    for key, paths in (("@DMA_CHURN@", ["out/bench-dma-churn.md",
+                                        "out/dma-churn.md"]),
+                       ("@BENCH_COST@", ["out/bench-cost.md"])):
+        path = next((p for p in paths if os.path.exists(p)), None)
+        if key in body:
+            if not path:
+                sys.exit(f"no measurements for {key}: run 'make bench'")
+            body = body.replace(key, md_to_text(path))
+    subj = subjects()
+    author = git("log", "-1", "--format=%an <%ae>", "HEAD").strip()
+    name = git("log", "-1", "--format=%an", "HEAD").strip()
+    date = git("log", "-1", "--format=%ad", "--date=rfc2822", "HEAD").strip()
+    stat = git("diff", "--stat=72", f"{BASE}..HEAD")
+    text = (f"From 0000000000000000000000000000000000000000 Mon Sep 17 "
+            f"00:00:00 2001\nFrom: {author}\nDate: {date}\n"
+            f"Subject: [PATCH 0/{len(subj)}] {subject}\n\n{body}\n\n"
+            f"{name} ({len(subj)}):\n" +
+            "".join(f"  {s}\n" for s in subj) + f"\n{stat}\n")
+    with open(OUT, "w") as f:
+        f.write(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

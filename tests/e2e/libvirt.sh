@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# End-to-end: merge barriers through libvirt domain XML passthrough
+# (<qemu:commandline>), with a real libvirtd (11.3 from bookworm-backports).
+#
+# Starts its own virtlogd and libvirtd (no systemd here), defines and starts
+# the domains of examples/libvirt/ with the patched emulator, reads the
+# property back over QMP (virsh qemu-monitor-command), checks the QEMU command
+# line in the domain log, and checks that a bad value makes "virsh start"
+# fail with QEMU's error and leaves nothing running.  Cleans up the domains
+# and stops exactly the daemons it started, also on failure.  Speaks TAP.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+TOP=$PWD
+EMULATOR=$TOP/out/qemu-system-x86_64
+RUN=$TOP/out/libvirt-test
+VIRSH=(virsh -q -c qemu:///system)
+LOGDIR=/var/log/libvirt/qemu
+
+scripts/deps.sh libvirt >&2 || { echo "Bail out! cannot install libvirt"; exit 1; }
+[ -x "$EMULATOR" ] || { echo "Bail out! no $EMULATOR: run make"; exit 1; }
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n $*"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $*"; }
+check() {   # check DESCRIPTION COMMAND...
+    local desc=$1; shift
+    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+}
+
+domains=()
+cleanup() {
+    local d pid
+    for d in "${domains[@]}"; do
+        "${VIRSH[@]}" destroy "$d" >/dev/null 2>&1
+        "${VIRSH[@]}" undefine "$d" >/dev/null 2>&1
+    done
+    for pid in $libvirtd_pid $virtlogd_pid; do
+        kill "$pid" 2>/dev/null
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null
+    done
+    libvirtd_pid="" virtlogd_pid=""
+}
+libvirtd_pid="" virtlogd_pid=""
+trap cleanup EXIT
+
+if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
+    echo "Bail out! a libvirtd/virtqemud not started by this test is running"
+    exit 1
+fi
+rm -rf "$RUN"; mkdir -p "$RUN"
+# libvirt runs QEMU as libvirt-qemu: it must reach the emulator.
+chmod o+x "$TOP" "$TOP/out" 2>/dev/null
+
+# Their PIDs, read once: each daemon removes its pid file when it exits.
+virtlogd -d --pid-file "$RUN/virtlogd.pid" && virtlogd_pid=$(cat "$RUN/virtlogd.pid") ||
+    { echo "Bail out! virtlogd did not start"; exit 1; }
+libvirtd -d --pid-file "$RUN/libvirtd.pid" && libvirtd_pid=$(cat "$RUN/libvirtd.pid") ||
+    { echo "Bail out! libvirtd did not start"; exit 1; }
+echo "# started virtlogd ($virtlogd_pid) and libvirtd ($libvirtd_pid)"
+for _ in $(seq 100); do
+    "${VIRSH[@]}" version >/dev/null 2>&1 && break
+    sleep 0.2
+done
+check "libvirtd $(libvirtd --version | awk '{print $3}') answers" \
+    bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" version
+
+accels=(qemu)
+if [ -c /dev/kvm ]; then
+    # Debian's udev rule gives /dev/kvm to group kvm (libvirt-qemu is in it);
+    # without udev it may be root-only.
+    if ! runuser -u libvirt-qemu -- test -w /dev/kvm 2>/dev/null; then
+        chgrp kvm /dev/kvm && chmod g+rw /dev/kvm &&
+            echo "# /dev/kvm: group kvm, mode g+rw (as udev would)"
+    fi
+    runuser -u libvirt-qemu -- test -w /dev/kvm 2>/dev/null && accels+=(kvm)
+fi
+
+qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576]
+    "${VIRSH[@]}" qemu-monitor-command "$1" \
+        '{"execute":"qom-get","arguments":{"path":"/machine","property":"merge-barriers"}}' |
+        python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["return"]).replace(" ", ""))'
+}
+
+# xml_for EXAMPLE TYPE NAME: the example with our emulator, domain type, name
+xml_for() {
+    sed -e "s|<emulator>.*</emulator>|<emulator>$EMULATOR</emulator>|" \
+        -e "s|<domain type='qemu'|<domain type='$2'|" \
+        -e "s|<name>.*</name>|<name>$3</name>|" "examples/libvirt/$1" > "$RUN/$3.xml"
+    echo "$RUN/$3.xml"
+}
+
+# Valid domains: start, read the property back, check the command line.
+while read -r example arg expect; do
+    for accel in "${accels[@]}"; do
+        name=mb-test-${example%.xml}-$accel
+        domains+=("$name")
+        xml=$(xml_for "$example" "$accel" "$name")
+        if ! "${VIRSH[@]}" define "$xml" >/dev/null; then
+            not_ok "$example ($accel): virsh define"; continue
+        fi
+        if ! out=$("${VIRSH[@]}" start "$name" 2>&1); then
+            not_ok "$example ($accel): virsh start: $out"
+            "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1; continue
+        fi
+        got=$(qom_get "$name")
+        check "$example ($accel): qom-get merge-barriers = $expect (got $got)" \
+            test "$got" = "$expect"
+        # libvirt logs one argument per line ("ARG \\"); ours comes last.
+        check "$example ($accel): domain log has '-machine $arg' after libvirt's -machine" \
+            awk -v want="-machine $arg" '
+                /^-machine pc-/ { own = NR }
+                { line = $0; sub(/ \\$/, "", line) }
+                line == want && own && NR > own { found = 1 }
+                END { exit !found }' "$LOGDIR/$name.log"
+        check "$example ($accel): tainted custom-argv" \
+            grep -q "custom-argv" "$LOGDIR/$name.log"
+        "${VIRSH[@]}" destroy "$name" >/dev/null 2>&1
+        check "$example ($accel): destroy and undefine" "${VIRSH[@]}" undefine "$name"
+    done
+done <<'EOF'
+pc-i440fx-10.1-add-barrier.xml merge-barriers=1M [1048576]
+pc-q35-10.2-no-barriers.xml merge-barriers= []
+pc-q35-10.1-two-barriers.xml merge-barriers.0=1M,merge-barriers.1=256M [1048576,268435456]
+EOF
+
+# A bad value: virsh start fails with QEMU's message; nothing keeps running.
+name=mb-test-bad
+domains+=("$name")
+xml=$(xml_for pc-i440fx-10.2-bad-value.xml qemu "$name")
+"${VIRSH[@]}" define "$xml" >/dev/null
+if out=$("${VIRSH[@]}" start "$name" 2>&1); then
+    not_ok "bad value: virsh start succeeded"
+else
+    msg="merge-barriers: merge barrier 0x100800 is not aligned to the target page size (0x1000)"
+    check "bad value: virsh start fails with QEMU's error" \
+        grep -qF "$msg" <<<"$out"
+    check "bad value: the error is in the domain log" grep -qF "$msg" "$LOGDIR/$name.log"
+fi
+check "bad value: domain is shut off" \
+    test "$("${VIRSH[@]}" domstate "$name" 2>/dev/null)" = "shut off"
+check "bad value: no QEMU process left" bash -c "! pgrep -f 'guest=mb-test-ba[d]' >/dev/null"
+"${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
+
+if [ ${#accels[@]} -eq 1 ]; then
+    ok "# SKIP domain type kvm: /dev/kvm is not usable by libvirt-qemu on this machine"
+fi
+cleanup
+trap - EXIT
+check "daemons stopped: no libvirtd or virtlogd left" \
+    bash -c '! pgrep -x libvirtd >/dev/null && ! pgrep -x virtlogd >/dev/null'
+check "no test domain left running" bash -c '! pgrep -f "guest=mb-tes[t]-" >/dev/null'
+echo "1..$n"
+[ $failed -eq 0 ]
