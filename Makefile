@@ -12,7 +12,8 @@ UNITS := test-string-input-visitor
 TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS))
 
 .PHONY: all deps fetch apply build build-tests demo check export check-series \
-        unpatched bench cover-letter clean distclean help
+        unpatched bench cover-letter bisect-check check-sanitize fuzz \
+        clean distclean help
 
 all: build demo
 
@@ -23,6 +24,9 @@ help:
 	@echo "make check-series  fail if patches/ and out/qemu-src disagree"
 	@echo "make bench         side by side with unpatched 10.2.2: DMA churn and topology update cost"
 	@echo "make cover-letter  patches/0000-cover-letter.patch from docs/cover-letter.txt + latest bench"
+	@echo "make bisect-check  build every prefix of the series, then run its tests"
+	@echo "make check-sanitize  ASan+UBSan build; the series' qtests and the fuzzer under it"
+	@echo "make fuzz          long fuzz run of the merge-barriers property (SEED=n to vary)"
 	@echo "make clean         remove build trees (keeps downloads and out/qemu-src)"
 
 deps:
@@ -64,6 +68,17 @@ bench: build unpatched
 	    --csv out/bench-cost.csv --svg out/bench-cost.svg \
 	    --markdown out/bench-cost.md
 
+bisect-check: apply
+	@scripts/bisect-check.sh
+
+check-sanitize: apply
+	@scripts/check-sanitize.sh
+
+SEED ?= 20261122
+fuzz: build
+	@/usr/bin/python3 scripts/fuzz_property.py --qemu $(QEMU) --seed $(SEED) \
+	    --cli 3000 --qmp 100000
+
 export:
 	@scripts/series.sh export
 
@@ -74,7 +89,8 @@ check-series:
 	@scripts/series.sh check
 
 clean:
-	rm -rf $(BUILD) $(SRC)/build-* out/qemu-unpatched out/libvfio-user-build \
+	-git -C $(SRC) worktree remove --force ../qemu-bisect 2>/dev/null
+	rm -rf $(BUILD) $(SRC)/build-* out/qemu-unpatched out/qemu-bisect out/libvfio-user-build \
 	    out/test-logs $(QEMU)
 
 distclean:

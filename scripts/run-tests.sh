@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test of the project and count them.
-#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series e2e (default: all)
+#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series fuzz e2e (default: all)
 # Each test program speaks TAP; every "ok"/"not ok" line counts as one test.
 # A program that fails without reporting a failed test counts one failure.
 # The last line is "N passed, M failed" (", K skipped" when some are).
@@ -8,10 +8,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 BUILD=${BUILD:-out/qemu-src/build}
-LOGS=out/test-logs
+LOGS=out/test-logs${LOGS_SUFFIX:-}
 QTESTS=${QTESTS:-merge-barriers-test i440fx-test q35-test qom-test test-hmp device-introspect-test}
 UNITS=${UNITS:-test-string-input-visitor}
-SUITES=("${@:-qtest unit series e2e}")
+SUITES=("${@:-qtest unit series fuzz e2e}")
 SUITES=(${SUITES[*]})
 
 mkdir -p "$LOGS"
@@ -65,6 +65,10 @@ for suite in "${SUITES[@]}"; do
             'if /usr/bin/python3 scripts/cover_letter.py --check; then echo "ok 1 cover letter lists the series"; else echo "not ok 1 cover letter is out of date (make cover-letter)"; exit 1; fi'
         run "series/sync" 120 bash -c \
             'if scripts/series.sh check; then echo "ok 1 patches/ matches out/qemu-src"; else echo "not ok 1 patches/ and out/qemu-src disagree"; exit 1; fi' ;;
+    fuzz)
+        echo "== merge-barriers property fuzzer (fixed seed, short run)"
+        run "fuzz/merge-barriers" 1200 /usr/bin/python3 scripts/fuzz_property.py \
+            --qemu "$TOP/$BUILD/qemu-system-x86_64" ;;
     e2e)
         echo "== end-to-end tests"
         for t in tests/e2e/*.sh tests/e2e/*.py; do
