@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from mbtools import stop, text_table, write_markdown
+
 MiB = 1 << 20
 PAM0 = 0x59
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -109,12 +111,7 @@ class QTest:
         # QEMU does not exit when the qtest client goes away; SIGTERM makes
         # it shut down cleanly (callgrind then writes its profile).
         self.sock.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc, 60)
 
 
 def pam_batch(qt, writes):
@@ -286,15 +283,10 @@ def main():
             "-" if r["ir_per_commit"] is None else f"{r['ir_per_commit']:.0f}",
             "-" if r["ir_ratio"] is None else f"{r['ir_ratio']:.3f}",
             str(r["ranges"])])
-    widths = [max(len(h), *(len(t[i]) for t in table))
-              for i, h in enumerate(header)]
     print()
     print(f"Memory topology update cost: {opts.writes} PAM writes per run, "
           f"{opts.rounds} interleaved rounds, pc-i440fx-10.2, qtest accel")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for t in table:
-        print("  ".join(x.ljust(w) for x, w in zip(t, widths)))
+    print(text_table(header, table))
     print("ratio: CPU time of QEMU for the same writes / unpatched, per round;"
           "\ninstr/commit: callgrind, instructions inside "
           "memory_region_transaction_commit() per write")
@@ -315,11 +307,7 @@ def main():
                         f'{"" if r["ir_ratio"] is None else round(r["ir_ratio"], 4)},'
                         f'{r["ranges"]}\n')
     if opts.markdown:
-        with open(opts.markdown, "w") as f:
-            f.write("| " + " | ".join(header) + " |\n")
-            f.write("|" + "|".join("---" for _ in header) + "|\n")
-            for t in table:
-                f.write("| " + " | ".join(t) + " |\n")
+        write_markdown(opts.markdown, header, table)
     if opts.svg:
         write_svg(rows, opts.svg)
     return 0

@@ -23,11 +23,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from mbtools import QMP, stop, text_table, write_markdown
 
 MiB = 1 << 20
 RAM_SIZE = 2 << 30          # all below 4 GiB on pc and q35
@@ -51,45 +52,6 @@ def kvm_usable():
 
 def overlap(start, end, lo=RAM_ABOVE_1M[0], hi=RAM_ABOVE_1M[1]):
     return max(0, min(end, hi) - max(start, lo))
-
-
-class QMP:
-    def __init__(self, path, timeout=30):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.file = self.sock.makefile("rwb")
-        self._read()                       # greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError("QMP connection closed")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    def cmd(self, command, **args):
-        self.file.write(json.dumps({"execute": command, "arguments": args})
-                        .encode() + b"\n")
-        self.file.flush()
-        rsp = self._read()
-        if "error" in rsp:
-            raise RuntimeError(f"{command}: {rsp['error']['desc']}")
-        return rsp.get("return")
-
-    def close(self):
-        self.sock.close()
 
 
 def parse_server_log(text):
@@ -199,15 +161,8 @@ def run_one(qemu, server, machine, accel, barriers, workdir):
         qmp.close()
         qemu_proc.wait(timeout=30)
     finally:
-        if qemu_proc and qemu_proc.poll() is None:
-            qemu_proc.kill()
-            qemu_proc.wait()
-        srv.terminate()
-        try:
-            srv.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
+        stop(qemu_proc, 5)
+        stop(srv, 10)
 
     removals, nbytes = parse_server_log(open(srv_log, errors="replace").read())
     ttext = open(trace, errors="replace").read() if os.path.exists(trace) else ""
@@ -259,7 +214,7 @@ def write_svg(rows, path):
             groups.append(key)
     vmax = max([r["removals"] for r in rows] + [4])
     colors = ["#888888", "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"]
-    width = left + len(groups) * (len(labels) * w_bar + gap * 2) + 40
+    width = max(620, left + len(groups) * (len(labels) * w_bar + gap * 2) + 40)
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
            f'height="{top + height + 90 + 18 * len(labels)}" '
            f'font-family="sans-serif" font-size="12">',
@@ -377,14 +332,9 @@ def main():
               "-" if r["trace"] is None else str(r["trace"]),
               "-" if r["memslot"] is None else str(r["memslot"]),
               f"{r['boot_s']:.1f}"] for r in rows]
-    widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
-              for i, h in enumerate(header)]
     out = sys.stderr if opts.tap else sys.stdout
     print("", file=out)
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for t in table:
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths)), file=out)
+    print(text_table(header, table), file=out)
     print("removals: vfio-user 'removing DMA region' entries that take away "
           "guest RAM above 1 MiB;\ntrace: address_space_topology_del events "
           "for it; memslot: KVM memory slots over it deleted", file=out)
@@ -405,13 +355,7 @@ def main():
     if opts.svg and rows:
         write_svg(rows, opts.svg)
     if opts.markdown:
-        with open(opts.markdown, "w") as f:
-            f.write("| " + " | ".join(header) + " |\n")
-            f.write("|" + "|".join("---" for _ in header) + "|\n")
-            for t in table:
-                f.write("| " + " | ".join(t) + " |\n")
-            for n in notes:
-                f.write(f"\n{n}\n")
+        write_markdown(opts.markdown, header, table, notes)
     if opts.csv or opts.svg:
         print("written: " + ", ".join(p for p in (opts.csv, opts.svg,
                                                    opts.markdown) if p),

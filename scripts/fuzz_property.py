@@ -25,11 +25,11 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+from mbtools import QMP, stop
 
 PAGE = 4096
 MAX = 64
@@ -142,40 +142,6 @@ def canonical(v):
                 for x in v) and v == sorted(set(v)))
 
 
-class QMP:
-    def __init__(self, path):
-        deadline = time.time() + 30
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(30)
-        self.f = self.sock.makefile("rwb")
-        self.read()
-        self.cmd("qmp_capabilities")
-
-    def read(self):
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError("QEMU closed QMP")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args})
-                     .encode() + b"\n")
-        self.f.flush()
-        return self.read()
-
-
 class Runner:
     def __init__(self, qemu, tmp):
         self.qemu, self.tmp = qemu, tmp
@@ -194,18 +160,12 @@ class Runner:
         self.qmp = QMP(path)
 
     def stop(self):
-        if self.proc:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.proc = None
 
     def get(self):
         return self.qmp.cmd("qom-get", path="/machine",
-                            property="merge-barriers").get("return")
+                            property="merge-barriers")
 
 
 def run_cli(qemu, text):
@@ -305,12 +265,12 @@ def main():
             counts[path] += 1
             try:
                 if hmp:
-                    rsp = runner.qmp.cmd("human-monitor-command",
+                    rsp = runner.qmp.execute("human-monitor-command",
                                          **{"command-line": "qom-set /machine "
                                             f"merge-barriers {text}"})
                     ok = "return" in rsp and rsp["return"] == ""
                 else:
-                    rsp = runner.qmp.cmd("qom-set", path="/machine",
+                    rsp = runner.qmp.execute("qom-set", path="/machine",
                                          property="merge-barriers",
                                          value=value)
                     ok = "return" in rsp

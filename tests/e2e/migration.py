@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "scripts"))
-from dma_churn import QMP  # noqa: E402
+from mbtools import QMP, stop  # noqa: E402
 
 QEMU = os.path.abspath(os.environ.get("QEMU", "out/qemu-system-x86_64"))
 CASES = [
@@ -101,12 +101,7 @@ def main():
                     result(False, f"{desc}: {e}")
             finally:
                 for p in procs:
-                    p.terminate()
-                    try:
-                        p.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
+                    stop(p)
     return 1 if failed else 0
 
 
