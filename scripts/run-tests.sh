@@ -69,6 +69,14 @@ for suite in "${SUITES[@]}"; do
         echo "== merge-barriers property fuzzer (fixed seed, short run)"
         run "fuzz/merge-barriers" 1200 /usr/bin/python3 scripts/fuzz_property.py \
             --qemu "$TOP/$BUILD/qemu-system-x86_64" ;;
+    sanlogs)
+        echo "== sanitizer reports in ${SANLOGS:?}"
+        run "sanitize/reports" 60 bash -c '
+            bad=$(grep -lE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$0"/* 2>/dev/null)
+            if [ -n "$bad" ]; then
+                echo "not ok 1 sanitizer reports:"; head -n 30 $bad | sed "s/^/# /"; exit 1
+            fi
+            echo "ok 1 no sanitizer report ($(ls "$0" | wc -l) log files: warnings only)"' "$SANLOGS" ;;
     e2e)
         echo "== end-to-end tests"
         for t in tests/e2e/*.sh tests/e2e/*.py; do
