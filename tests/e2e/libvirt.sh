@@ -43,8 +43,10 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null
     done
     libvirtd_pid="" virtlogd_pid=""
+    [ -z "$EMUDIR" ] || rm -rf "$EMUDIR"
+    EMUDIR=""
 }
-libvirtd_pid="" virtlogd_pid=""
+libvirtd_pid="" virtlogd_pid="" EMUDIR=""
 trap cleanup EXIT
 
 if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
@@ -52,8 +54,12 @@ if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
     exit 1
 fi
 rm -rf "$RUN"; mkdir -p "$RUN"
-# libvirt runs QEMU as libvirt-qemu: it must reach the emulator.
-chmod o+x "$TOP" "$TOP/out" 2>/dev/null
+# libvirt runs QEMU as libvirt-qemu, which may not reach the checkout (e.g.
+# under /root): run a copy of the patched binary from a directory it can read.
+EMUDIR=$(mktemp -d /var/tmp/merge-barriers-libvirt.XXXXXX)
+chmod 755 "$EMUDIR"
+install -m 755 "$EMULATOR" "$EMUDIR/qemu-system-x86_64"
+EMULATOR=$EMUDIR/qemu-system-x86_64
 
 # Their PIDs, read once: each daemon removes its pid file when it exits.
 virtlogd -d --pid-file "$RUN/virtlogd.pid" && virtlogd_pid=$(cat "$RUN/virtlogd.pid") ||
