@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from mbtools import stop, text_table, write_markdown
+from mbtools import stop, text_table, write_csv, write_markdown
 
 MiB = 1 << 20
 PAM0 = 0x59
@@ -295,17 +295,17 @@ def main():
              else "not measured (/dev/kvm is not usable on this machine)"))
 
     if opts.csv:
-        with open(opts.csv, "w") as f:
-            f.write("configuration,us_per_write_median,ratio_median,"
-                    "ratio_min,ratio_max,instructions_per_commit,"
-                    "instructions_ratio,flatranges_after_post\n")
-            for r in rows:
-                f.write(f'"{r["configuration"]}",{r["us_per_write"]:.2f},'
-                        f'{r["ratio"]:.4f},{r["ratio_min"]:.4f},'
-                        f'{r["ratio_max"]:.4f},'
-                        f'{"" if r["ir_per_commit"] is None else round(r["ir_per_commit"])},'
-                        f'{"" if r["ir_ratio"] is None else round(r["ir_ratio"], 4)},'
-                        f'{r["ranges"]}\n')
+        write_csv(opts.csv,
+                  ["configuration", "us_per_write_median", "ratio_median",
+                   "ratio_min", "ratio_max", "instructions_per_commit",
+                   "instructions_ratio", "flatranges_after_post"],
+                  [[r["configuration"], round(r["us_per_write"], 2),
+                    round(r["ratio"], 4), round(r["ratio_min"], 4),
+                    round(r["ratio_max"], 4),
+                    None if r["ir_per_commit"] is None
+                    else round(r["ir_per_commit"]),
+                    None if r["ir_ratio"] is None else round(r["ir_ratio"], 4),
+                    r["ranges"]] for r in rows])
     if opts.markdown:
         write_markdown(opts.markdown, header, table)
     if opts.svg:

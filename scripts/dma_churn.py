@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from mbtools import QMP, stop, text_table, write_markdown
+from mbtools import QMP, stop, text_table, write_csv, write_markdown
 
 MiB = 1 << 20
 RAM_SIZE = 2 << 30          # all below 4 GiB on pc and q35
@@ -342,16 +342,13 @@ def main():
         print(n, file=out)
 
     if opts.csv:
-        with open(opts.csv, "w") as f:
-            f.write("machine,machine_type,accel,configuration,removals,"
-                    "bytes_unmapped,trace_removals,memslot_removals,"
-                    "post_seconds\n")
-            for r in rows:
-                f.write(f'{r["machine"]},{r["machine_type"]},{r["accel"]},'
-                        f'"{r["configuration"]}",{r["removals"]},{r["bytes"]},'
-                        f'{"" if r["trace"] is None else r["trace"]},'
-                        f'{"" if r["memslot"] is None else r["memslot"]},'
-                        f'{r["boot_s"]}\n')
+        write_csv(opts.csv,
+                  ["machine", "machine_type", "accel", "configuration",
+                   "removals", "bytes_unmapped", "trace_removals",
+                   "memslot_removals", "post_seconds"],
+                  [[r["machine"], r["machine_type"], r["accel"],
+                    r["configuration"], r["removals"], r["bytes"], r["trace"],
+                    r["memslot"], r["boot_s"]] for r in rows])
     if opts.svg and rows:
         write_svg(rows, opts.svg)
     if opts.markdown:

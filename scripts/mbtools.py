@@ -1,5 +1,6 @@
 """Small helpers shared by the harness's Python scripts."""
 
+import csv
 import json
 import socket
 import subprocess
@@ -83,3 +84,12 @@ def write_markdown(path, header, rows, notes=()):
             f.write("| " + " | ".join(r) + " |\n")
         for n in notes:
             f.write(f"\n{n}\n")
+
+
+def write_csv(path, header, rows):
+    """None becomes an empty field."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow(["" if v is None else v for v in r])
