@@ -69,6 +69,8 @@ create_base() {
         git add -A -f .
         git commit -q -m "qemu 1:10.2.2+ds-1 (Debian source, dpkg-source -x)"
         git tag "$BASE_TAG"
+        # build trees of the harness (QEMU's .gitignore has /build/ only)
+        echo "/build-*/" >> .git/info/exclude
     )
     mv "$tmp" "$SRC"
 }
