@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the project and count them.
-#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series fuzz e2e (default: all)
+#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series fuzz e2e (default: all),
+#                                       sanlogs (scan $SANLOGS; used by check-sanitize)
 # Each test program speaks TAP; every "ok"/"not ok" line counts as one test.
 # A program that fails without reporting a failed test counts one failure.
 # The last line is "N passed, M failed" (", K skipped" when some are).
