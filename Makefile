@@ -30,7 +30,7 @@ help:
 	@echo "make clean         remove build trees (keeps downloads and out/qemu-src)"
 
 deps:
-	@scripts/deps.sh build vfio-user
+	@scripts/deps.sh build vfio-user e2e
 
 fetch: deps
 	@scripts/fetch.sh

@@ -27,7 +27,7 @@ CONFIGURE_ARGS=(
     --python=/usr/bin/python3 --disable-download
     --enable-kvm --enable-tcg --enable-slirp --enable-fdt=system
     --disable-docs --disable-install-blobs
-    --disable-rust --disable-tools --disable-guest-agent --disable-user
+    --disable-rust --enable-tools --disable-guest-agent --disable-user
     --disable-gtk --disable-sdl --disable-opengl --disable-spice --disable-xen
     "$@"
 )

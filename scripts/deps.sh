@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the build and the tests need, only when missing.
-# Usage: scripts/deps.sh [group...]   groups: build (default), vfio-user, libvirt
+# Usage: scripts/deps.sh [group...]   groups: build (default), vfio-user, e2e, libvirt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/apt-private.sh
@@ -17,6 +17,10 @@ for g in "${groups[@]}"; do
                seabios/bookworm-backports qemu-system-data/bookworm-backports) ;;
     vfio-user)
         want+=(libjson-c-dev libcmocka-dev) ;;
+    e2e)
+        # dma_churn.py's OVMF rows (plain and secure boot firmware);
+        # vhost_churn.py traces the vhost-user backend's mmap/munmap.
+        want+=(ovmf strace) ;;
     libvirt)
         # libvirt-daemon-driver-qemu needs a qemu-system-x86 package installed
         # (the tests run the patched binary through <emulator>).
