@@ -9,7 +9,10 @@ QEMU  := out/qemu-system-x86_64
 QTESTS := merge-barriers-test i440fx-test q35-test qom-test test-hmp \
           device-introspect-test
 UNITS := test-string-input-visitor
-TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS))
+# qemu-storage-daemon: the vhost-user-blk backend of tests/e2e/vhost-user-churn.sh
+QSD_TARGET := storage-daemon/qemu-storage-daemon
+TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS)) \
+                $(QSD_TARGET)
 
 .PHONY: all deps fetch apply build build-tests demo check export check-series \
         unpatched bench cover-letter bisect-check check-sanitize fuzz \
@@ -39,7 +42,7 @@ apply: fetch
 	@scripts/series.sh apply
 
 build: apply
-	@scripts/build.sh
+	@BUILD_TARGETS="$(QSD_TARGET)" scripts/build.sh
 	@cmp -s $(BUILD)/qemu-system-x86_64 $(QEMU) || install -m 755 $(BUILD)/qemu-system-x86_64 $(QEMU)
 	@echo "binary: $(QEMU) ($$($(QEMU) --version | head -n 1))"
 
@@ -59,10 +62,14 @@ unpatched: apply
 
 bench: build unpatched
 	@scripts/build-vfio-user.sh
-	@echo "bench: DMA churn during SeaBIOS POST, unpatched vs patched"
+	@echo "bench: DMA churn while SeaBIOS and OVMF boot, unpatched vs patched"
 	@/usr/bin/python3 scripts/dma_churn.py --unpatched $(UNPATCHED) \
 	    --csv out/bench-dma-churn.csv --svg out/bench-dma-churn.svg \
 	    --markdown out/bench-dma-churn.md
+	@echo "bench: vhost-user backend (qemu-storage-daemon) memory table churn, unpatched vs patched"
+	@/usr/bin/python3 scripts/vhost_churn.py --unpatched $(UNPATCHED) \
+	    --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
+	    --markdown out/bench-vhost-churn.md
 	@echo "bench: memory topology update cost, unpatched vs patched with 0/1/16/64 barriers"
 	@/usr/bin/python3 scripts/bench_cost.py --unpatched $(UNPATCHED) \
 	    --csv out/bench-cost.csv --svg out/bench-cost.svg \

@@ -11,6 +11,10 @@ the listeners.  We measure the CPU time QEMU spends on a batch of writes
   maximum) merge barriers.  "in RAM": beyond 1 MiB every 8 MiB inside RAM,
   each one a section more in the view; "in hole": 1 MiB, then every 16 MiB
   from 2 GiB where nothing is mapped, the cost of the barrier check alone.
+  And q35 with intel-iommu (pc-q35-10.2, the q35 PAM registers): unpatched,
+  and patched with its default barriers (1 MiB and the TSEG base), which
+  then also apply in the IOMMU's view of memory (one more view to split);
+  its ratio is to unpatched q35 with intel-iommu.
 
 Configurations are interleaved round by round (order rotated each round) and
 reported as the median ratio to unpatched with the min-max spread.  A second,
@@ -56,7 +60,7 @@ def barriers(n, where="ram"):
 class QTest:
     """Minimal client of QEMU's qtest protocol."""
 
-    def __init__(self, qemu, machine_opts, workdir, prefix=()):
+    def __init__(self, qemu, machine_opts, workdir, prefix=(), devices=()):
         path = os.path.join(workdir, "qtest.sock")
         if os.path.exists(path):
             os.unlink(path)
@@ -67,6 +71,8 @@ class QTest:
                                "-accel", "qtest", "-machine", machine_opts,
                                "-m", "1G", "-display", "none",
                                "-nodefaults", "-serial", "none"]
+        for d in devices:
+            args += ["-device", d]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(workdir,
                                                               "qemu.err"),
@@ -114,18 +120,18 @@ class QTest:
         stop(self.proc, 60)
 
 
-def pam_batch(qt, writes):
+def pam_batch(qt, writes, pam0=PAM0):
     """Alternate PAM registers between RAM read/write and unmapped."""
     for i in range(writes):
-        reg = PAM0 + (i % 7)
+        reg = pam0 + (i % 7)
         val = 0x33 if (i // 7) % 2 == 0 else 0x00
-        if reg == PAM0:
+        if reg == pam0:
             val &= 0xf0
         qt.pam_write(reg, val)
 
 
 def machine_opts(cfg):
-    opts = "pc-i440fx-10.2"
+    opts = cfg.get("machine", "pc-i440fx-10.2")
     if cfg["barriers"] is not None:
         opts += ",merge-barriers=" + barriers(cfg["barriers"],
                                               cfg.get("where", "ram"))
@@ -133,12 +139,14 @@ def machine_opts(cfg):
 
 
 def time_run(cfg, writes, workdir):
-    qt = QTest(cfg["qemu"], machine_opts(cfg), workdir)
+    qt = QTest(cfg["qemu"], machine_opts(cfg), workdir,
+               devices=cfg.get("devices", ()))
+    pam0 = cfg.get("pam0", PAM0)
     try:
-        pam_batch(qt, 70)                     # warm up
+        pam_batch(qt, 70, pam0)               # warm up
         t0 = qt.cpu_seconds()
         w0 = time.perf_counter()
-        pam_batch(qt, writes)
+        pam_batch(qt, writes, pam0)
         wall = time.perf_counter() - w0
         cpu = qt.cpu_seconds() - t0
     finally:
@@ -150,9 +158,10 @@ def callgrind_run(cfg, writes, workdir):
     out = os.path.join(workdir, "callgrind.out")
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
               "--toggle-collect=memory_region_transaction_commit"]
-    qt = QTest(cfg["qemu"], machine_opts(cfg), workdir, prefix)
+    qt = QTest(cfg["qemu"], machine_opts(cfg), workdir, prefix,
+               cfg.get("devices", ()))
     try:
-        pam_batch(qt, writes)
+        pam_batch(qt, writes, cfg.get("pam0", PAM0))
     finally:
         qt.quit()
     with open(out) as f:
@@ -174,6 +183,8 @@ def view_size(cfg, workdir):
             "-chardev", f"file,id=dbg,path={dbg}",
             "-device", "isa-debugcon,iobase=0x402,chardev=dbg",
             "-monitor", f"unix:{mon},server=on,wait=off"]
+    for d in cfg.get("devices", ()):
+        args += ["-device", d]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -231,6 +242,12 @@ def main():
                      "barriers": n, "where": "ram"})
     cfgs.append({"name": "64 in hole", "qemu": opts.qemu, "barriers": 64,
                  "where": "hole"})
+    vtd = {"machine": "pc-q35-10.2", "pam0": 0x90,
+           "devices": ["intel-iommu"], "base": "unpatched q35+vtd"}
+    cfgs.append(dict(vtd, name="unpatched q35+vtd", qemu=opts.unpatched,
+                     barriers=None))
+    cfgs.append(dict(vtd, name="q35+vtd default", qemu=opts.qemu,
+                     barriers=None))
     for c in cfgs:
         c["cpu"], c["wall"] = [], []
 
@@ -257,9 +274,10 @@ def main():
             log(f"view after POST: {c['name']} ...")
             c["ranges"] = view_size(c, tmp)
 
-    base = cfgs[0]
     rows = []
     for c in cfgs:
+        base = next(b for b in cfgs if b["name"] == c.get("base",
+                                                          "unpatched"))
         ratios = [a / b for a, b in zip(c["cpu"], base["cpu"])]
         rows.append({
             "configuration": c["name"],
@@ -285,7 +303,9 @@ def main():
             str(r["ranges"])])
     print()
     print(f"Memory topology update cost: {opts.writes} PAM writes per run, "
-          f"{opts.rounds} interleaved rounds, pc-i440fx-10.2, qtest accel")
+          f"{opts.rounds} interleaved rounds, pc-i440fx-10.2 (q35+vtd: "
+          f"pc-q35-10.2 with intel-iommu, ratios to its unpatched row), "
+          f"qtest accel")
     print(text_table(header, table))
     print("ratio: CPU time of QEMU for the same writes / unpatched, per round;"
           "\ninstr/commit: callgrind, instructions inside "

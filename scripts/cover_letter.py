@@ -4,6 +4,7 @@
 The text comes from docs/cover-letter.txt (first line: subject).  Its
 placeholders take the latest measurements:
   @DMA_CHURN@   out/bench-dma-churn.md (make bench) or out/dma-churn.md (make)
+  @VHOST_CHURN@ out/bench-vhost-churn.md (make bench) or out/vhost-churn.md
   @BENCH_COST@  out/bench-cost.md (make bench)
 The shortlog and diffstat come from out/qemu-src (debian-base..HEAD).
 
@@ -26,13 +27,26 @@ def git(*args):
                           capture_output=True, text=True).stdout
 
 
+# Narrower tables for a mail: no timing column, short configuration names.
+DROP = {"boot s", "POST s"}
+SHORT = {"patched, 10.2 type (default)": "10.2 default",
+         "patched, merge-barriers= (off)": "10.2, barriers=",
+         "patched, merge-barriers=1M (no TSEG barrier)": "10.2, barriers=1M",
+         "patched, 10.1 type": "10.1",
+         "unpatched 10.2.2": "unpatched",
+         "configuration": "config", "bytes unmapped": "unmapped"}
+
+
 def md_to_text(path):
     """A Markdown table (plus trailing notes) as an aligned text table."""
-    rows, notes = [], []
+    rows, notes, keep = [], [], None
     for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
+            if keep is None:
+                keep = [i for i, c in enumerate(cells) if c not in DROP]
+            cells = [SHORT.get(cells[i], cells[i]) for i in keep]
             if not all(re.fullmatch(r"-+", c) for c in cells):
                 rows.append(cells)
         elif line.strip():
@@ -49,6 +63,7 @@ def md_to_text(path):
 def readme_table(key):
     """The README's copy of a bench table, as a temporary Markdown file."""
     marker = {"@DMA_CHURN@": "bench-dma-churn table",
+              "@VHOST_CHURN@": "bench-vhost-churn table",
               "@BENCH_COST@": "bench-cost table"}[key]
     text = open("README.md").read()
     start = text.find(f"<!-- {marker} -->")
@@ -82,6 +97,8 @@ def main():
     subject, body = lines[0], "\n".join(lines[1:]).strip("\n")
     for key, paths in (("@DMA_CHURN@", ["out/bench-dma-churn.md",
                                         "out/dma-churn.md"]),
+                       ("@VHOST_CHURN@", ["out/bench-vhost-churn.md",
+                                          "out/vhost-churn.md"]),
                        ("@BENCH_COST@", ["out/bench-cost.md"])):
         path = next((p for p in paths if os.path.exists(p)), None)
         if key in body:

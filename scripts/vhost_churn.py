@@ -1,0 +1,610 @@
+#!/usr/bin/env python3
+"""How often a real vhost-user backend loses guest RAM while firmware boots.
+
+qemu-storage-daemon exports an empty raw image as a vhost-user-blk device
+(--export type=vhost-user-blk); QEMU, with its RAM in a shared memfd,
+attaches it with -device vhost-user-blk-pci (modern virtio only:
+libvhost-user refuses legacy virtio, which OVMF would otherwise use) and
+boots firmware with no other disk: SeaBIOS tries to boot from it and ends
+with "No bootable device." on its debug console (isa-debugcon at 0x402);
+OVMF on q35, plain and with Secure Boot (see dma_churn.py), ends at the UEFI
+shell prompt, or with Secure Boot at "No bootable option or device was
+found.".  The backend runs under strace (mmap, munmap, with file descriptor
+paths and time stamps).
+
+A vhost device is started (its memory table sent) only when the guest's
+driver sets DRIVER_OK, and vhost joins sections that are contiguous in host
+memory whatever their read-only flag.  Firmware starts the device after the
+last PAM change that alters what vhost sees (SeaBIOS: the final switch of
+0xc0000-0xfffff from read/write to read-only RAM is invisible to vhost), so
+the boot alone may show no removal even without barriers.  A second phase
+therefore replays firmware's PAM programming while the device runs: through
+the qtest protocol (-qtest, next to TCG), all PAM registers go to 0 (BIOS
+area from ROM/PCI, as after reset), to 0x33 (RAM read/write, SeaBIOS's
+make_bios_writable) and to 0x11 (read-only, make_bios_readonly).
+
+For each run, per phase (boot, then PAM replay):
+
+  SET/ADD/REM   memory-table messages QEMU sent (trace event
+                vhost_user_write: req 5 SET_MEM_TABLE, 37 ADD_MEM_REG,
+                38 REM_MEM_REG)
+  removals      munmap()s by the backend of its mappings of the guest
+                memfd that covered guest RAM above 1 MiB outside the TSEG
+                window (REM_MEM_REG and SET_MEM_TABLE both unmap), and the
+                bytes of that RAM
+  TSEG          such munmap()s that covered RAM only inside the TSEG
+                window [below_4g - extended-tseg-mbytes MiB, below_4g) (q35)
+  unmaps        all munmap()s of guest memfd mappings; with the
+                configurable-memory-slots protocol (no SET_MEM_TABLE after
+                the first) it must equal REM_MEM_REG
+  regions       the backend's live mappings of the guest memfd at the end
+                of the phase (/proc/PID/maps): its memory regions
+
+The guest memfd's file offset is the guest physical address here (2 GiB,
+all below 4 GiB, one memory backend), so a mapping's fd offset and size
+give the guest RAM it covers.
+
+Usage: vhost_churn.py [--unpatched BIN] [--csv F] [--svg F] [--markdown F]
+                      [--tap] [--setup NAME ...]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from dma_churn import (FAMILY, OVMF_DIR, HostLimit, classify, connect_qmp,
+                       firmware_args, human, log, machine_opts, tseg_window,
+                       wait_boot)
+from mbtools import stop, text_table, write_csv, write_markdown
+
+SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
+# built by `make` (ninja target storage-daemon/qemu-storage-daemon)
+QSD = "out/qemu-src/build/storage-daemon/qemu-storage-daemon"
+IMAGE_SIZE = 64 << 20
+PAM_REGS = {"pc": range(0x59, 0x60), "q35": range(0x90, 0x97)}
+PAM_REPLAY = (0x00, 0x33, 0x11)
+
+# name -> (machine kind, firmware, whether "merge-barriers=" rows run)
+SETUPS = {
+    "pc": ("pc", "SeaBIOS", True),
+    "q35": ("q35", "SeaBIOS", True),
+    "q35-ovmf": ("q35", "OVMF", False),
+    "q35-ovmf-secboot": ("q35", "OVMF secboot", False),
+}
+
+
+def parse_vhost_writes(text):
+    """vhost_user_write trace events: {request number: count}."""
+    reqs = {}
+    for m in re.finditer(r"^vhost_user_write req:(\d+) ", text, re.M):
+        req = int(m.group(1))
+        reqs[req] = reqs.get(req, 0) + 1
+    return reqs
+
+
+STRACE_RE = re.compile(r"^(\d+)\s+(\d+\.\d+) (.*)$")
+MMAP_RE = re.compile(r"mmap\((?:NULL|0x[0-9a-f]+), (\d+), [^,]+, [^,]+, "
+                     r"(-?\d+)(?:<([^>]*)>(?:\(deleted\))?)?, "
+                     r"(0x[0-9a-f]+|0)\)\s+= (0x[0-9a-f]+)")
+MUNMAP_RE = re.compile(r"munmap\((0x[0-9a-f]+), (\d+)\)\s+= 0")
+
+
+def strace_calls(text):
+    """strace -f -ttt -y output: (time, call text) with the calls that other
+    threads interrupted (<unfinished ...> / <... resumed>) put together."""
+    pending = {}
+    for line in text.splitlines():
+        m = STRACE_RE.match(line)
+        if not m:
+            continue
+        pid, ts, call = m.group(1), float(m.group(2)), m.group(3)
+        if call.endswith("<unfinished ...>"):
+            pending[pid] = (ts, call[:-len("<unfinished ...>")].rstrip())
+            continue
+        r = re.match(r"<\.\.\. \w+ resumed>(.*)$", call)
+        if r:
+            if pid not in pending:
+                continue
+            ts, head = pending.pop(pid)
+            call = head + r.group(1)
+        yield ts, call
+
+
+def parse_strace(text, phases=(None,), tseg=None, fd_path="memfd:"):
+    """The backend's munmap()s of its guest memfd mappings, per phase:
+    phases are end times (None: the end of the log).  Returns one dict per
+    phase: removals outside TSEG, their bytes outside TSEG ("bytes"),
+    removals inside TSEG only ("tseg"), all unmaps of guest memfd mappings
+    ("unmapped") and the live mappings at its end ("live")."""
+    maps = {}
+    out = []
+    cur = dict(removals=0, bytes=0, tseg=0, unmapped=0)
+
+    def close_phase():
+        nonlocal cur
+        out.append(dict(cur, live=len(maps)))
+        cur = dict(removals=0, bytes=0, tseg=0, unmapped=0)
+
+    ends = list(phases)
+    for ts, call in strace_calls(text):
+        while ends and ends[0] is not None and ts > ends[0]:
+            close_phase()
+            ends.pop(0)
+        if not ends:
+            break
+        m = MMAP_RE.match(call)
+        if m:
+            if m.group(3) and fd_path in m.group(3):
+                maps[int(m.group(5), 16)] = (int(m.group(4), 16),
+                                             int(m.group(1)))
+            continue
+        m = MUNMAP_RE.match(call)
+        if m:
+            addr = int(m.group(1), 16)
+            if addr not in maps:
+                continue
+            offset, size = maps.pop(addr)
+            cur["unmapped"] += 1
+            where, n = classify(offset, offset + size, tseg)
+            if where == "outside":
+                cur["removals"] += 1
+                cur["bytes"] += n
+            elif where == "tseg":
+                cur["tseg"] += 1
+    while ends:
+        close_phase()
+        ends.pop(0)
+    return out
+
+
+def memfd_mappings(pid):
+    """Live mappings of a memfd in /proc/PID/maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return sum(1 for line in f if "/memfd:" in line)
+
+
+def start_backend(qsd, workdir):
+    """qemu-storage-daemon under strace, exporting an empty raw image as
+    vhost-user-blk on a UNIX socket: (strace process, socket, qsd pid)."""
+    img = os.path.join(workdir, "disk.raw")
+    with open(img, "wb") as f:
+        f.truncate(IMAGE_SIZE)
+    sock = os.path.join(workdir, "vhost-user-blk.sock")
+    pidfile = os.path.join(workdir, "qsd.pid")
+    args = ["strace", "-f", "-ttt", "-y", "-e", "trace=mmap,munmap",
+            "-o", os.path.join(workdir, "strace.log"), qsd,
+            "--blockdev",
+            f"driver=file,node-name=disk,filename={img}",
+            "--export", "type=vhost-user-blk,id=exp0,node-name=disk,"
+            f"addr.type=unix,addr.path={sock},writable=on",
+            "--pidfile", pidfile]
+    with open(os.path.join(workdir, "qsd.log"), "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while not (os.path.exists(sock) and os.path.exists(pidfile) and
+               open(pidfile).read().strip()):
+        if proc.poll() is not None or time.time() > deadline:
+            stop(proc, 5)
+            raise RuntimeError("qemu-storage-daemon did not start: " +
+                               open(os.path.join(workdir, "qsd.log"))
+                               .read().strip()[-500:])
+        time.sleep(0.02)
+    return proc, sock, int(open(pidfile).read().strip())
+
+
+def stop_backend(proc, pid):
+    """End qemu-storage-daemon (the process strace runs), then strace."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    stop(proc, 5)
+
+
+class QTestClient:
+    """The qtest protocol on QEMU's -qtest socket (QEMU listens)."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rwb")
+
+    def cmd(self, line):
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+        while True:
+            rsp = self.file.readline()
+            if not rsp:
+                raise EOFError("qtest connection closed")
+            if rsp.startswith(b"OK"):
+                return rsp
+            if rsp.startswith(b"FAIL"):
+                raise RuntimeError(f"qtest {line}: {rsp!r}")
+
+    def pci_config_writeb(self, reg, val):
+        """Host bridge (00:00.0) configuration space, one byte."""
+        self.cmd(f"outl 0xcf8 0x{0x80000000 | (reg & ~3):x}")
+        self.cmd(f"outb 0x{0xcfc + (reg & 3):x} 0x{val:x}")
+
+    def close(self):
+        self.sock.close()
+
+
+def replay_pam(qt, kind):
+    """Firmware's PAM programming, while the guest sits at the end of boot:
+    every PAM register to 0, 0x33, 0x11 (PAM0 holds only 0xf0000's
+    nibble), one memory transaction per write, like the firmware."""
+    regs = PAM_REGS[kind]
+    for val in PAM_REPLAY:
+        for reg in regs:
+            qt.pci_config_writeb(reg, val & 0xf0 if reg == regs[0] else val)
+
+
+def trace_size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR):
+    """Boot the firmware to its end with a vhost-user-blk device, then
+    replay the PAM programming; count both phases."""
+    qmp_path = os.path.join(workdir, "qmp.sock")
+    qtest_path = os.path.join(workdir, "qtest.sock")
+    trace = os.path.join(workdir, "trace.log")
+    err = os.path.join(workdir, "qemu.err")
+    fw_args, watch, ends = firmware_args(cfg["firmware"], workdir, ovmf_dir)
+    backend, sock, qsd_pid = start_backend(qsd, workdir)
+    qemu_proc = None
+    try:
+        args = [qemu, "-machine", machine_opts(cfg), "-accel", "tcg",
+                "-m", "2G",
+                "-object", "memory-backend-memfd,id=mem,size=2G,share=on",
+                "-display", "none", "-nodefaults"] + fw_args
+        args += ["-chardev", f"socket,id=vu,path={sock}",
+                 "-device",
+                 "vhost-user-blk-pci,chardev=vu,disable-legacy=on,bootindex=1",
+                 "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                 "-qtest", f"unix:{qtest_path},server=on,wait=off",
+                 "-D", trace, "-trace", "enable=vhost_user_write"]
+        with open(err, "wb") as errf:
+            qemu_proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                         stderr=errf)
+        qmp = connect_qmp(qemu_proc, qmp_path, err)
+        boot = wait_boot(qemu_proc, qmp, watch, ends, err)
+        # The backend answers every memory-table message before QEMU goes
+        # on (REPLY_ACK), and QEMU's log is flushed line by line: what the
+        # backend did so far belongs to the boot.
+        t_boot, n_boot = time.time(), trace_size(trace)
+        regions_boot = memfd_mappings(qsd_pid)
+        tseg = tseg_window(qmp, cfg["machine"])
+        qt = QTestClient(qtest_path)
+        replay_pam(qt, cfg["machine"])
+        qt.close()
+        t_replay, n_replay = time.time(), trace_size(trace)
+        regions_replay = memfd_mappings(qsd_pid)
+        qmp.cmd("quit")
+        qmp.close()
+        qemu_proc.wait(timeout=30)
+    finally:
+        stop(qemu_proc, 5)
+        stop_backend(backend, qsd_pid)
+
+    text = open(trace, "rb").read()
+    msgs = [parse_vhost_writes(text[:n_boot].decode(errors="replace")),
+            parse_vhost_writes(text[n_boot:n_replay]
+                               .decode(errors="replace"))]
+    unmaps = parse_strace(open(os.path.join(workdir, "strace.log"),
+                               errors="replace").read(),
+                          (t_boot, t_replay), tseg)
+    r = {"boot_s": round(boot, 2), "tseg_window": tseg}
+    for phase, m, u, regions in (("boot", msgs[0], unmaps[0], regions_boot),
+                                 ("replay", msgs[1], unmaps[1],
+                                  regions_replay)):
+        r[phase] = {
+            "set": m.get(SET_MEM_TABLE, 0), "add": m.get(ADD_MEM_REG, 0),
+            "rem": m.get(REM_MEM_REG, 0),
+            "removals": u["removals"], "bytes": u["bytes"],
+            "tseg": u["tseg"] if tseg else None,
+            "unmapped": u["unmapped"], "regions": regions,
+            "regions_strace": u["live"],
+        }
+    return r
+
+
+def configs(patched, unpatched, setups):
+    """Rows; expect_boot / expect_replay: "zero", "churn" or "any"."""
+    out = []
+    for name in setups:
+        kind, firmware, off_row = SETUPS[name]
+        fam = FAMILY[kind]
+        rows = []
+        if unpatched:
+            rows.append(("unpatched 10.2.2", unpatched, f"{fam}-10.2", None,
+                         "any", "any"))
+        rows.append(("patched, 10.2 type (default)", patched, f"{fam}-10.2",
+                     None, "zero", "zero"))
+        # The boot alone shows no removal even without barriers (see the
+        # docstring: measured 0 with SeaBIOS and OVMF on every machine
+        # type); the replay must.
+        if off_row:
+            rows.append(("patched, merge-barriers= (off)", patched,
+                         f"{fam}-10.2", "", "any", "churn"))
+        rows.append(("patched, 10.1 type", patched, f"{fam}-10.1", None,
+                     "any", "churn"))
+        for label, binary, mtype, barriers, e_boot, e_replay in rows:
+            out.append({"setup": name, "machine": kind, "firmware": firmware,
+                        "configuration": label, "binary": binary,
+                        "machine_type": mtype, "barriers": barriers,
+                        "expect_boot": e_boot, "expect_replay": e_replay})
+    return out
+
+
+EXPECTED = {"zero": "0", "churn": "> 0", "any": "any"}
+
+
+def tap_checks(cfg, r):
+    """[(ok, text)]: one test per phase."""
+    out = []
+    for phase, expect in (("boot", cfg["expect_boot"]),
+                          ("replay", cfg["expect_replay"])):
+        p = r[phase]
+        problems = []
+        n = p["removals"]
+        if expect == "zero" and n:
+            problems.append(f"the backend unmapped guest RAM above 1 MiB "
+                            f"{n} times, expected 0")
+        if expect == "churn" and not n:
+            problems.append("0 removals, expected > 0")
+        # Cross-check: with add/remove messages (SET_MEM_TABLE at most
+        # once, before anything was mapped), every unmap is a REM_MEM_REG.
+        if r["boot"]["set"] + r["replay"]["set"] <= 1 and \
+                p["unmapped"] != p["rem"]:
+            problems.append(f"{p['unmapped']} unmaps of guest memory but "
+                            f"{p['rem']} REM_MEM_REG")
+        if p["regions"] != p["regions_strace"]:
+            problems.append(f"{p['regions']} guest memory mappings in "
+                            f"/proc/PID/maps, {p['regions_strace']} by "
+                            "strace")
+        text = (f"{'boot' if phase == 'boot' else 'PAM replay'}: {n} "
+                f"removals, TSEG {'-' if p['tseg'] is None else p['tseg']} "
+                f"(SET_MEM_TABLE {p['set']}, ADD_MEM_REG {p['add']}, "
+                f"REM_MEM_REG {p['rem']}, {p['regions']} regions after), "
+                f"expected {EXPECTED[expect]}")
+        if expect == "any" and phase == "boot" and \
+                cfg["configuration"] != "unpatched 10.2.2":
+            text += " (firmware starts vhost after its last visible change)"
+        if problems:
+            text += ": " + "; ".join(problems)
+        out.append((not problems, text))
+    return out
+
+
+def write_svg(rows, path):
+    """Grouped bars: the backend's removals of guest RAM above 1 MiB during
+    the boot and during the PAM replay."""
+    w_bar, gap, top, left, height = 26, 14, 60, 60, 220
+    labels = []
+    for r in rows:
+        if r["configuration"] not in labels:
+            labels.append(r["configuration"])
+    groups = []
+    for r in rows:
+        for phase in ("boot", "replay"):
+            g = (f"{r['machine']} / {r['firmware']}",
+                 "boot" if phase == "boot" else "PAM replay")
+            if g not in groups:
+                groups.append(g)
+    vmax = max([r[p]["removals"] for r in rows for p in ("boot", "replay")]
+               + [4])
+    colors = ["#888888", "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"]
+    gw = max(len(labels) * w_bar, 110)
+    width = max(620, left + len(groups) * (gw + gap * 2) + 40)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+           f'height="{top + height + 100 + 18 * len(labels)}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<text x="{left}" y="24" font-size="15" font-weight="bold">'
+           'vhost-user backend (qemu-storage-daemon): unmaps of guest RAM '
+           'above 1 MiB</text>']
+    for i in range(vmax + 1):
+        y = top + height - i * height / vmax
+        svg.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{width - 20}" '
+                   f'y2="{y:.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 8}" y="{y + 4:.1f}" '
+                   f'text-anchor="end">{i}</text>')
+    x = left + gap
+    for g in groups:
+        phase = "boot" if g[1] == "boot" else "replay"
+        x0 = x + (gw - len(labels) * w_bar) / 2
+        for j, label in enumerate(labels):
+            r = next((r for r in rows
+                      if f"{r['machine']} / {r['firmware']}" == g[0]
+                      and r["configuration"] == label), None)
+            if r is None:
+                continue
+            n = r[phase]["removals"]
+            h = n * height / vmax
+            svg.append(f'<rect x="{x0 + j * w_bar}" '
+                       f'y="{top + height - h:.1f}" width="{w_bar - 4}" '
+                       f'height="{max(h, 1):.1f}" '
+                       f'fill="{colors[j % len(colors)]}"/>'
+                       f'<text x="{x0 + j * w_bar + (w_bar - 4) / 2}" '
+                       f'y="{top + height - h - 4:.1f}" '
+                       f'text-anchor="middle">{n}</text>')
+        for k, text in enumerate(g):
+            svg.append(f'<text x="{x + gw / 2}" '
+                       f'y="{top + height + 18 + 15 * k}" '
+                       f'text-anchor="middle">{text}</text>')
+        x += gw + gap * 2
+    for j, label in enumerate(labels):
+        y = top + height + 60 + 18 * j
+        svg.append(f'<rect x="{left}" y="{y - 10}" width="12" height="12" '
+                   f'fill="{colors[j % len(colors)]}"/>'
+                   f'<text x="{left + 18}" y="{y}">{label}</text>')
+    svg.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(svg) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--qemu", default="out/qemu-system-x86_64")
+    ap.add_argument("--qsd", default=QSD,
+                    help="qemu-storage-daemon (the vhost-user-blk backend)")
+    ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
+    ap.add_argument("--setup", action="append", choices=list(SETUPS),
+                    help="run only these setups (default: all)")
+    ap.add_argument("--ovmf-dir", default=OVMF_DIR)
+    ap.add_argument("--csv")
+    ap.add_argument("--svg")
+    ap.add_argument("--markdown", help="write the table as Markdown here")
+    ap.add_argument("--tap", action="store_true",
+                    help="emit TAP: 0 removals with the default machine "
+                         "types, more than 0 without barriers (replay)")
+    opts = ap.parse_args()
+
+    missing = []
+    if not os.access(opts.qsd, os.X_OK):
+        missing.append(f"no qemu-storage-daemon at {opts.qsd}: build it "
+                       "with 'make build' (QEMU configured with "
+                       "--enable-tools)")
+    if not shutil.which("strace"):
+        missing.append("strace is not installed: scripts/deps.sh e2e")
+    if missing:
+        for m in missing:
+            log(f"error: {m}")
+        if opts.tap:
+            print("1..1\nnot ok 1 " + "; ".join(missing))
+        return 1
+
+    plan = configs(opts.qemu, opts.unpatched, opts.setup or list(SETUPS))
+    if opts.tap:
+        print(f"1..{2 * len(plan)}", flush=True)
+    rows = []
+    notes = []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="vhost-churn-") as tmp:
+        for i, cfg in enumerate(plan, 1):
+            what = (f"{cfg['machine_type']} {cfg['firmware']}: "
+                    f"{cfg['configuration']}")
+            log(f"[{i}/{len(plan)}] {what} ...")
+            workdir = os.path.join(tmp, str(i))
+            os.makedirs(workdir)
+            try:
+                r = run_one(cfg["binary"], opts.qsd, cfg, workdir,
+                            opts.ovmf_dir)
+            except HostLimit as e:
+                log(f"    skipped: {e}")
+                notes.append(f"skipped {what}: {e}")
+                if opts.tap:
+                    for k in (1, 2):
+                        print(f"ok {2 * i - 2 + k} {what} # SKIP {e}")
+                continue
+            except Exception as e:            # report, keep going
+                keep = os.path.join("out", "vhost-churn-failed", str(i))
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(workdir, keep,
+                                ignore=shutil.ignore_patterns("*.sock",
+                                                              "*.raw"))
+                log(f"    failed: {e} (files: {keep})")
+                if opts.tap:
+                    for k in (1, 2):
+                        print(f"not ok {2 * i - 2 + k} {what}: {e}",
+                              flush=True)
+                rows.append(None)
+                continue
+            r.update({k: cfg[k] for k in ("setup", "machine", "firmware",
+                                          "configuration", "machine_type")})
+            rows.append(r)
+            for phase in ("boot", "replay"):
+                p = r[phase]
+                log(f"    {'boot' if phase == 'boot' else 'PAM replay'}: "
+                    f"SET_MEM_TABLE {p['set']}, ADD_MEM_REG {p['add']}, "
+                    f"REM_MEM_REG {p['rem']}; backend: {p['removals']} "
+                    f"removals ({human(p['bytes'])}) outside TSEG, "
+                    f"{'-' if p['tseg'] is None else p['tseg']} in TSEG, "
+                    f"{p['unmapped']} unmaps, {p['regions']} regions after"
+                    + (f"; boot in {r['boot_s']} s" if phase == "boot"
+                       else ""))
+            if opts.tap:
+                for k, (good, text) in enumerate(tap_checks(cfg, r), 1):
+                    print(f"{'ok' if good else 'not ok'} {2 * i - 2 + k} "
+                          f"{what}: {text}", flush=True)
+    log(f"{len(plan)} runs in {time.time() - t0:.0f} s")
+
+    done = [r for r in rows if r]
+    header = ["machine", "firmware", "configuration", "SET_MEM_TABLE",
+              "ADD_MEM_REG", "REM_MEM_REG", "removals", "bytes unmapped",
+              "TSEG", "regions", "replay: REM_MEM_REG", "replay: removals",
+              "replay: regions", "boot s"]
+    table = [[r["machine"], r["firmware"], r["configuration"],
+              str(r["boot"]["set"]), str(r["boot"]["add"]),
+              str(r["boot"]["rem"]), str(r["boot"]["removals"]),
+              human(r["boot"]["bytes"]),
+              "-" if r["boot"]["tseg"] is None else str(r["boot"]["tseg"]),
+              str(r["boot"]["regions"]), str(r["replay"]["rem"]),
+              str(r["replay"]["removals"]), str(r["replay"]["regions"]),
+              f"{r['boot_s']:.1f}"] for r in done]
+    out = sys.stderr if opts.tap else sys.stdout
+    print("", file=out)
+    print(text_table(header, table), file=out)
+    print("SET_MEM_TABLE/ADD_MEM_REG/REM_MEM_REG: vhost-user messages QEMU "
+          "sent during the boot; removals: the backend's\nmunmap()s of "
+          "guest memory that covered RAM above 1 MiB outside TSEG; TSEG: "
+          "only inside it; regions: its\nguest memory mappings after the "
+          "boot; replay: the same while firmware's PAM programming is "
+          "replayed\n(qemu-storage-daemon vhost-user-blk export, TCG)",
+          file=out)
+    for n in notes:
+        print(n, file=out)
+
+    if opts.csv:
+        cols = ["set_mem_table", "add_mem_reg", "rem_mem_reg", "removals",
+                "bytes_unmapped", "tseg_removals", "unmaps", "regions"]
+        keys = ["set", "add", "rem", "removals", "bytes", "tseg",
+                "unmapped", "regions"]
+        write_csv(opts.csv,
+                  ["machine", "machine_type", "firmware", "configuration",
+                   "tseg_window"] + [f"boot_{c}" for c in cols]
+                  + [f"replay_{c}" for c in cols] + ["boot_seconds"],
+                  [[r["machine"], r["machine_type"], r["firmware"],
+                    r["configuration"],
+                    "%#x-%#x" % r["tseg_window"] if r["tseg_window"]
+                    else None]
+                   + [r["boot"][k] for k in keys]
+                   + [r["replay"][k] for k in keys] + [r["boot_s"]]
+                   for r in done])
+    if opts.svg and done:
+        write_svg(done, opts.svg)
+    if opts.markdown:
+        write_markdown(opts.markdown, header, table, notes)
+    if opts.csv or opts.svg or opts.markdown:
+        print("written: " + ", ".join(p for p in (opts.csv, opts.svg,
+                                                   opts.markdown) if p),
+              file=out)
+    return 0 if len(done) == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
