@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from mbtools import stop, text_table, write_csv, write_markdown
+from mbtools import QTestConn, stop, text_table, write_csv, write_markdown
 
 MiB = 1 << 20
 PAM0 = 0x59
@@ -89,24 +89,10 @@ class QTest:
                     raise RuntimeError(f"QEMU did not start: {err.strip()}")
         srv.close()
         self.sock.settimeout(None)
-        self.file = self.sock.makefile("rwb")
-
-    def cmd(self, line):
-        self.file.write(line.encode() + b"\n")
-        self.file.flush()
-        while True:
-            rsp = self.file.readline()
-            if not rsp:
-                raise EOFError("qtest connection closed")
-            if rsp.startswith(b"OK") or rsp.startswith(b"FAIL"):
-                if rsp.startswith(b"FAIL"):
-                    raise RuntimeError(f"{line}: {rsp!r}")
-                return rsp
-            # "IRQ ..." and other asynchronous lines are skipped
+        self.conn = QTestConn(self.sock)
 
     def pam_write(self, reg, val):
-        self.cmd(f"outl 0xcf8 0x{0x80000000 | (reg & ~3):x}")
-        self.cmd(f"outb 0x{0xcfc + (reg & 3):x} 0x{val:x}")
+        self.conn.pci_config_writeb(reg, val)
 
     def cpu_seconds(self):
         with open(f"/proc/{self.proc.pid}/stat") as f:

@@ -7,21 +7,57 @@ import subprocess
 import time
 
 
+def connect_unix(path, timeout=30):
+    """A stream socket connected to `path`, retried until something
+    listens there (or `timeout` seconds pass)."""
+    deadline = time.time() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError:
+            sock.close()
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class QTestConn:
+    """QEMU's qtest protocol over a connected socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.file = sock.makefile("rwb")
+
+    def cmd(self, line):
+        """Send one command; return its OK line, raise on FAIL.
+        Asynchronous lines ("IRQ ...") are skipped."""
+        self.file.write(line.encode() + b"\n")
+        self.file.flush()
+        while True:
+            rsp = self.file.readline()
+            if not rsp:
+                raise EOFError("qtest connection closed")
+            if rsp.startswith(b"FAIL"):
+                raise RuntimeError(f"qtest {line}: {rsp!r}")
+            if rsp.startswith(b"OK"):
+                return rsp
+
+    def pci_config_writeb(self, reg, val):
+        """One byte of the host bridge's (00:00.0) configuration space."""
+        self.cmd(f"outl 0xcf8 0x{0x80000000 | (reg & ~3):x}")
+        self.cmd(f"outb 0x{0xcfc + (reg & 3):x} 0x{val:x}")
+
+    def close(self):
+        self.sock.close()
+
+
 class QMP:
     """A QMP client on a UNIX socket (retries until QEMU listens)."""
 
     def __init__(self, path, timeout=30):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.sock = connect_unix(path, timeout)
         self.sock.settimeout(timeout)
         self.file = self.sock.makefile("rwb")
         self._read()                       # greeting

@@ -53,7 +53,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,8 @@ import time
 from dma_churn import (FAMILY, OVMF_DIR, HostLimit, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import stop, text_table, write_csv, write_markdown
+from mbtools import (QTestConn, connect_unix, stop, text_table, write_csv,
+                     write_markdown)
 
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
 # built by `make` (ninja target storage-daemon/qemu-storage-daemon)
@@ -214,45 +214,6 @@ def stop_backend(proc, pid):
     stop(proc, 5)
 
 
-class QTestClient:
-    """The qtest protocol on QEMU's -qtest socket (QEMU listens)."""
-
-    def __init__(self, path, timeout=30):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("rwb")
-
-    def cmd(self, line):
-        self.file.write(line.encode() + b"\n")
-        self.file.flush()
-        while True:
-            rsp = self.file.readline()
-            if not rsp:
-                raise EOFError("qtest connection closed")
-            if rsp.startswith(b"OK"):
-                return rsp
-            if rsp.startswith(b"FAIL"):
-                raise RuntimeError(f"qtest {line}: {rsp!r}")
-
-    def pci_config_writeb(self, reg, val):
-        """Host bridge (00:00.0) configuration space, one byte."""
-        self.cmd(f"outl 0xcf8 0x{0x80000000 | (reg & ~3):x}")
-        self.cmd(f"outb 0x{0xcfc + (reg & 3):x} 0x{val:x}")
-
-    def close(self):
-        self.sock.close()
-
-
 def replay_pam(qt, kind):
     """Firmware's PAM programming, while the guest sits at the end of boot:
     every PAM register to 0, 0x33, 0x11 (PAM0 holds only 0xf0000's
@@ -299,7 +260,7 @@ def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR):
         t_boot, n_boot = time.time(), trace_size(trace)
         regions_boot = memfd_mappings(qsd_pid)
         tseg = tseg_window(qmp, cfg["machine"])
-        qt = QTestClient(qtest_path)
+        qt = QTestConn(connect_unix(qtest_path, timeout=30))
         replay_pam(qt, cfg["machine"])
         qt.close()
         t_replay, n_replay = time.time(), trace_size(trace)
