@@ -56,7 +56,8 @@ import sys
 import tempfile
 import time
 
-from mbtools import QMP, stop, text_table, write_csv, write_markdown
+from mbtools import (QMP, grouped_bars_svg, stop, text_table, write_csv,
+                     write_markdown)
 
 MiB = 1 << 20
 RAM_SIZE = 2 << 30          # all below 4 GiB on pc and q35
@@ -545,60 +546,16 @@ def group_of(r):
 
 def write_svg(rows, path):
     """A grouped bar chart: removals per setup and configuration."""
-    w_bar, gap, top, left, height = 26, 14, 60, 60, 220
-    labels = []
-    for r in rows:
-        if (r["configuration"]) not in labels:
-            labels.append(r["configuration"])
-    groups = []
-    for r in rows:
-        if group_of(r) not in groups:
-            groups.append(group_of(r))
-    vmax = max([r["removals"] for r in rows] + [4])
-    colors = ["#888888", "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"]
-    gw = max(len(labels) * w_bar, 120)
-    width = max(620, left + len(groups) * (gw + gap * 2) + 40)
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-           f'height="{top + height + 100 + 18 * len(labels)}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<text x="{left}" y="24" font-size="15" font-weight="bold">'
-           'DMA unmaps of guest RAM above 1 MiB (outside TSEG) while '
-           'firmware boots (vfio-user)</text>']
-    for i in range(vmax + 1):
-        y = top + height - i * height / vmax
-        svg.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{width - 20}" '
-                   f'y2="{y:.1f}" stroke="#ddd"/>'
-                   f'<text x="{left - 8}" y="{y + 4:.1f}" '
-                   f'text-anchor="end">{i}</text>')
-    x = left + gap
-    for g in groups:
-        x0 = x + (gw - len(labels) * w_bar) / 2
-        for j, label in enumerate(labels):
-            r = next((r for r in rows if group_of(r) == g and
-                      r["configuration"] == label), None)
-            if r is None:
-                continue
-            h = r["removals"] * height / vmax
-            svg.append(f'<rect x="{x0 + j * w_bar}" '
-                       f'y="{top + height - h:.1f}"'
-                       f' width="{w_bar - 4}" height="{max(h, 1):.1f}" '
-                       f'fill="{colors[j % len(colors)]}"/>'
-                       f'<text x="{x0 + j * w_bar + (w_bar - 4) / 2}" '
-                       f'y="{top + height - h - 4:.1f}" '
-                       f'text-anchor="middle">{r["removals"]}</text>')
-        for k, text in enumerate(g):
-            svg.append(f'<text x="{x + gw / 2}" '
-                       f'y="{top + height + 18 + 15 * k}" '
-                       f'text-anchor="middle">{text}</text>')
-        x += gw + gap * 2
-    for j, label in enumerate(labels):
-        y = top + height + 60 + 18 * j
-        svg.append(f'<rect x="{left}" y="{y - 10}" width="12" height="12" '
-                   f'fill="{colors[j % len(colors)]}"/>'
-                   f'<text x="{left + 18}" y="{y}">{label}</text>')
-    svg.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(svg) + "\n")
+    labels = list(dict.fromkeys(r["configuration"] for r in rows))
+    groups = list(dict.fromkeys(group_of(r) for r in rows))
+
+    def value(g, label):
+        return next((r["removals"] for r in rows if group_of(r) == g and
+                     r["configuration"] == label), None)
+
+    grouped_bars_svg(path, "DMA unmaps of guest RAM above 1 MiB (outside "
+                     "TSEG) while firmware boots (vfio-user)", groups,
+                     labels, value)
 
 
 def tap_check(cfg, r):

@@ -61,8 +61,8 @@ import time
 from dma_churn import (FAMILY, OVMF_DIR, HostLimit, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import (QTestConn, connect_unix, stop, text_table, write_csv,
-                     write_markdown)
+from mbtools import (QTestConn, connect_unix, grouped_bars_svg, stop,
+                     text_table, write_csv, write_markdown)
 
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
 # built by `make` (ninja target storage-daemon/qemu-storage-daemon)
@@ -365,67 +365,20 @@ def tap_checks(cfg, r):
 def write_svg(rows, path):
     """Grouped bars: the backend's removals of guest RAM above 1 MiB during
     the boot and during the PAM replay."""
-    w_bar, gap, top, left, height = 26, 14, 60, 60, 220
-    labels = []
-    for r in rows:
-        if r["configuration"] not in labels:
-            labels.append(r["configuration"])
-    groups = []
-    for r in rows:
-        for phase in ("boot", "replay"):
-            g = (f"{r['machine']} / {r['firmware']}",
-                 "boot" if phase == "boot" else "PAM replay")
-            if g not in groups:
-                groups.append(g)
-    vmax = max([r[p]["removals"] for r in rows for p in ("boot", "replay")]
-               + [4])
-    colors = ["#888888", "#1f77b4", "#d62728", "#ff7f0e", "#2ca02c"]
-    gw = max(len(labels) * w_bar, 110)
-    width = max(620, left + len(groups) * (gw + gap * 2) + 40)
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-           f'height="{top + height + 100 + 18 * len(labels)}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<text x="{left}" y="24" font-size="15" font-weight="bold">'
-           'vhost-user backend (qemu-storage-daemon): unmaps of guest RAM '
-           'above 1 MiB</text>']
-    for i in range(vmax + 1):
-        y = top + height - i * height / vmax
-        svg.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{width - 20}" '
-                   f'y2="{y:.1f}" stroke="#ddd"/>'
-                   f'<text x="{left - 8}" y="{y + 4:.1f}" '
-                   f'text-anchor="end">{i}</text>')
-    x = left + gap
-    for g in groups:
+    labels = list(dict.fromkeys(r["configuration"] for r in rows))
+    groups = list(dict.fromkeys(
+        (f"{r['machine']} / {r['firmware']}", caption)
+        for r in rows for caption in ("boot", "PAM replay")))
+
+    def value(g, label):
         phase = "boot" if g[1] == "boot" else "replay"
-        x0 = x + (gw - len(labels) * w_bar) / 2
-        for j, label in enumerate(labels):
-            r = next((r for r in rows
-                      if f"{r['machine']} / {r['firmware']}" == g[0]
-                      and r["configuration"] == label), None)
-            if r is None:
-                continue
-            n = r[phase]["removals"]
-            h = n * height / vmax
-            svg.append(f'<rect x="{x0 + j * w_bar}" '
-                       f'y="{top + height - h:.1f}" width="{w_bar - 4}" '
-                       f'height="{max(h, 1):.1f}" '
-                       f'fill="{colors[j % len(colors)]}"/>'
-                       f'<text x="{x0 + j * w_bar + (w_bar - 4) / 2}" '
-                       f'y="{top + height - h - 4:.1f}" '
-                       f'text-anchor="middle">{n}</text>')
-        for k, text in enumerate(g):
-            svg.append(f'<text x="{x + gw / 2}" '
-                       f'y="{top + height + 18 + 15 * k}" '
-                       f'text-anchor="middle">{text}</text>')
-        x += gw + gap * 2
-    for j, label in enumerate(labels):
-        y = top + height + 60 + 18 * j
-        svg.append(f'<rect x="{left}" y="{y - 10}" width="12" height="12" '
-                   f'fill="{colors[j % len(colors)]}"/>'
-                   f'<text x="{left + 18}" y="{y}">{label}</text>')
-    svg.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(svg) + "\n")
+        return next((r[phase]["removals"] for r in rows
+                     if f"{r['machine']} / {r['firmware']}" == g[0]
+                     and r["configuration"] == label), None)
+
+    grouped_bars_svg(path, "vhost-user backend (qemu-storage-daemon): "
+                     "unmaps of guest RAM above 1 MiB", groups, labels,
+                     value)
 
 
 def main():
