@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 
-from dma_churn import (OVMF_DIR, classify, connect_qmp, firmware_args, log,
-                       parse_topology, tseg_window, wait_boot)
+from dma_churn import (OVMF_DIR, TOPO_RE, classify, connect_qmp,
+                       firmware_args, log, parse_topology, tseg_window,
+                       wait_boot)
 from mbtools import stop, text_table, write_markdown
 
 # (-m, extended-tseg-mbytes or None for the machine type's default)
@@ -36,13 +37,10 @@ def count_tseg(text, tseg):
     """address_space_topology_del of AS memory over the TSEG window only."""
     n = 0
     for line in text.splitlines():
-        if not line.startswith("address_space_topology_del as memory: "):
-            continue
-        f = line.split()
-        start, size = int(f[3], 16), int(f[5], 16)
-        if f[7] == "pc.ram" and classify(start, start + size,
-                                         tseg)[0] == "tseg":
-            n += 1
+        m = TOPO_RE.match(line)
+        if m and m.group(1) == "memory" and m.group(4) == "pc.ram":
+            start, size = int(m.group(2), 16), int(m.group(3), 16)
+            n += classify(start, start + size, tseg)[0] == "tseg"
     return n
 
 
