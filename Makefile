@@ -1,5 +1,6 @@
 # Merge barriers for QEMU: fetch the pinned QEMU base, apply patches/, build,
-# test, demonstrate.  `make` for the demonstration, `make check` for the tests.
+# test, demonstrate; the same for the libvirt series (libvirt-patches/ on
+# libvirt 11.3.0).  `make` for the demonstration, `make check` for the tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
@@ -14,17 +15,22 @@ QSD_TARGET := storage-daemon/qemu-storage-daemon
 TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UNITS)) \
                 $(QSD_TARGET)
 
+LVSRC := out/libvirt-src
+
 .PHONY: all deps fetch apply build build-tests demo check export check-series \
         unpatched bench cover-letter bisect-check check-sanitize fuzz \
+        fetch-libvirt apply-libvirt build-libvirt bisect-check-libvirt \
         clean distclean help
 
-all: build demo
+all: build build-libvirt demo
 
 help:
-	@echo "make               install deps, fetch QEMU 10.2.2, apply patches/, build, demo"
+	@echo "make               install deps, fetch QEMU 10.2.2 and libvirt 11.3.0, apply both series, build, demo"
 	@echo "make check         all of the above, then every test; ends with 'N passed, M failed'"
-	@echo "make export        patches/ <- commits of out/qemu-src (after editing there)"
-	@echo "make check-series  fail if patches/ and out/qemu-src disagree"
+	@echo "make export        patches/ <- out/qemu-src, libvirt-patches/ <- out/libvirt-src (after editing there)"
+	@echo "make check-series  fail if a patch queue and its work tree disagree"
+	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
+	@echo "make bisect-check-libvirt  build and test every prefix of the libvirt series"
 	@echo "make bench         side by side with unpatched 10.2.2: DMA churn and topology update cost"
 	@echo "make cover-letter  patches/0000-cover-letter.patch from docs/cover-letter.txt + latest bench"
 	@echo "make bisect-check  build every prefix of the series, then run its tests"
@@ -33,7 +39,7 @@ help:
 	@echo "make clean         remove build trees (keeps downloads and out/qemu-src)"
 
 deps:
-	@scripts/deps.sh build vfio-user e2e
+	@scripts/deps.sh build vfio-user e2e libvirt-build
 
 fetch: deps
 	@scripts/fetch.sh
@@ -52,7 +58,19 @@ build-tests: build
 demo: build
 	@scripts/demo.sh
 
-check: build-tests
+fetch-libvirt: deps
+	@scripts/fetch.sh libvirt
+
+apply-libvirt: fetch-libvirt
+	@scripts/series.sh --queue libvirt apply
+
+build-libvirt: apply-libvirt
+	@scripts/build-libvirt.sh
+
+bisect-check-libvirt: apply-libvirt
+	@scripts/bisect-check-libvirt.sh
+
+check: build-tests build-libvirt
 	@QTESTS="$(QTESTS)" UNITS="$(UNITS)" scripts/run-tests.sh
 
 UNPATCHED := out/qemu-unpatched/build/qemu-system-x86_64
@@ -88,17 +106,21 @@ fuzz: build
 
 export:
 	@scripts/series.sh export
+	@scripts/series.sh --queue libvirt export
 
-cover-letter: apply
+cover-letter: apply apply-libvirt
 	@/usr/bin/python3 scripts/cover_letter.py
+	@/usr/bin/python3 scripts/cover_letter.py --queue libvirt
 
 check-series:
 	@scripts/series.sh check
+	@scripts/series.sh --queue libvirt check
 
 clean:
 	-git -C $(SRC) worktree remove --force ../qemu-bisect 2>/dev/null
+	-git -C $(LVSRC) worktree remove --force ../libvirt-bisect 2>/dev/null
 	rm -rf $(BUILD) $(SRC)/build-* out/qemu-unpatched out/qemu-bisect out/libvfio-user-build \
-	    out/test-logs $(QEMU)
+	    out/test-logs $(QEMU) $(LVSRC)/build out/libvirt-bisect
 
 distclean:
 	rm -rf out

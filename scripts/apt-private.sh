@@ -2,9 +2,11 @@
 # Private apt configuration for this project.
 #
 # It never edits the system's apt sources: it adds two entries of its own,
-# bookworm-backports (binary packages) and sid (deb-src, for the pinned QEMU
-# source package), both on the mirror the system already uses, and keeps its
-# own package lists under $APT_DIR.  Usage (sourced):
+# bookworm-backports (binary packages) and deb-src for sid (the pinned QEMU
+# source package) and trixie (the pinned libvirt 11.3.0 tarball), both on the
+# mirror the system already uses, and keeps its own package lists under
+# $APT_DIR.
+# Usage (sourced):
 #   . scripts/apt-private.sh; apt_private_setup; apt-get "${APT_OPTS[@]}" ...
 set -euo pipefail
 
@@ -45,7 +47,7 @@ Signed-By: $keyring
 
 Types: deb-src
 URIs: $mirror
-Suites: sid
+Suites: sid trixie
 Components: main
 Signed-By: $keyring
 EOS
@@ -61,7 +63,7 @@ EOS
 }
 
 apt_private_update() {
-    echo "apt: updating private package lists (system mirror + bookworm-backports + sid deb-src)"
+    echo "apt: updating private package lists (system mirror + bookworm-backports + sid/trixie deb-src)"
     if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/update.log" 2>&1 ||
        grep -qE '^(W|E): (Failed|Some index files failed)' "$APT_DIR/update.log"; then
         tail -n 5 "$APT_DIR/update.log" >&2

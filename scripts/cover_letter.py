@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Write patches/0000-cover-letter.patch.
+"""Write the cover letter of a patch queue.
 
-The text comes from docs/cover-letter.txt (first line: subject).  Its
-placeholders take the latest measurements:
+QEMU (default): patches/0000-cover-letter.patch from docs/cover-letter.txt.
+libvirt (--queue libvirt): libvirt-patches/0000-cover-letter.patch from
+docs/libvirt-cover-letter.txt.  The first line of the text is the subject.
+The QEMU text's placeholders take the latest measurements:
   @DMA_CHURN@   out/bench-dma-churn.md (make bench) or out/dma-churn.md (make)
   @VHOST_CHURN@ out/bench-vhost-churn.md (make bench) or out/vhost-churn.md
   @BENCH_COST@  out/bench-cost.md (make bench)
-The shortlog and diffstat come from out/qemu-src (debian-base..HEAD).
+The shortlog and diffstat come from the work tree (out/qemu-src,
+debian-base..HEAD; out/libvirt-src, upstream-base..HEAD).
 
-  cover_letter.py          write the cover letter
-  cover_letter.py --check  fail if its patch list is not the series'
+  cover_letter.py [--queue qemu|libvirt]          write the cover letter
+  cover_letter.py [--queue qemu|libvirt] --check  fail if its patch list is not the series'
 """
 
 import os
@@ -17,9 +20,18 @@ import re
 import subprocess
 import sys
 
-SRC = "out/qemu-src"
-BASE = "debian-base"
-OUT = "patches/0000-cover-letter.patch"
+QUEUES = {
+    "qemu": ("out/qemu-src", "debian-base", "patches/0000-cover-letter.patch",
+             "docs/cover-letter.txt"),
+    "libvirt": ("out/libvirt-src", "upstream-base",
+                "libvirt-patches/0000-cover-letter.patch",
+                "docs/libvirt-cover-letter.txt"),
+}
+_queue = (sys.argv[sys.argv.index("--queue") + 1]
+          if "--queue" in sys.argv[1:-1] else "qemu")
+if _queue not in QUEUES:
+    sys.exit(f"unknown queue '{_queue}' (qemu or libvirt)")
+SRC, BASE, OUT, TEXT = QUEUES[_queue]
 
 
 def git(*args):
@@ -93,7 +105,7 @@ def main():
             print(f"cover letter is not [PATCH 0/{n}]")
         return 0 if ok else 1
 
-    lines = open("docs/cover-letter.txt").read().split("\n")
+    lines = open(TEXT).read().split("\n")
     subject, body = lines[0], "\n".join(lines[1:]).strip("\n")
     for key, paths in (("@DMA_CHURN@", ["out/bench-dma-churn.md",
                                         "out/dma-churn.md"]),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the build and the tests need, only when missing.
-# Usage: scripts/deps.sh [group...]   groups: build (default), vfio-user, e2e, libvirt
+# Usage: scripts/deps.sh [group...]   groups: build (default), vfio-user, e2e, libvirt,
+#                                      libvirt-build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/apt-private.sh
@@ -33,6 +34,11 @@ for g in "${groups[@]}"; do
                libvirt-common/bookworm-backports
                libvirt0/bookworm-backports
                libvirt-l10n/bookworm-backports) ;;
+    libvirt-build)
+        # building libvirt 11.3.0 (libvirt-patches/) with the QEMU driver only;
+        # libnl: its Linux bridge code does not build without it.
+        want+=(libxml2-dev libxml2-utils xsltproc libgnutls28-dev libjson-c-dev
+               libtirpc-dev libnl-3-dev libnl-route-3-dev perl) ;;
     *) die "unknown dependency group '$g'" ;;
     esac
 done

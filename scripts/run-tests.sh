@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test of the project and count them.
-#   scripts/run-tests.sh [SUITE...]     suites: qtest unit series fuzz e2e (default: all),
+#   scripts/run-tests.sh [SUITE...]     suites: qtest unit libvirt series fuzz e2e (default: all),
 #                                       sanlogs (scan $SANLOGS; used by check-sanitize)
 # Each test program speaks TAP; every "ok"/"not ok" line counts as one test.
 # A program that fails without reporting a failed test counts one failure.
@@ -12,7 +12,7 @@ BUILD=${BUILD:-out/qemu-src/build}
 LOGS=out/test-logs${LOGS_SUFFIX:-}
 QTESTS=${QTESTS:-merge-barriers-test i440fx-test q35-test qom-test test-hmp device-introspect-test}
 UNITS=${UNITS:-test-string-input-visitor}
-SUITES=("${@:-qtest unit series fuzz e2e}")
+SUITES=("${@:-qtest unit libvirt series fuzz e2e}")
 SUITES=(${SUITES[*]})
 
 mkdir -p "$LOGS"
@@ -59,13 +59,18 @@ for suite in "${SUITES[@]}"; do
         for t in $UNITS; do
             run "unit/$t" 300 "$BUILD/tests/unit/$t"
         done ;;
+    libvirt)
+        echo "== libvirt's test suite on the patched libvirt (out/libvirt-src/build)"
+        run "libvirt/meson-test" 900 tests/libvirt-unit.sh ;;
     series)
-        echo "== patch series: checkpatch.pl, patches/ = out/qemu-src"
+        echo "== patch series: checkpatch.pl, cover letters, patches/ = out/qemu-src, libvirt-patches/ = out/libvirt-src"
         run "series/checkpatch" 300 scripts/checkpatch-series.sh
-        run "series/cover-letter" 60 bash -c \
-            'if /usr/bin/python3 scripts/cover_letter.py --check; then echo "ok 1 cover letter lists the series"; else echo "not ok 1 cover letter is out of date (make cover-letter)"; exit 1; fi'
-        run "series/sync" 120 bash -c \
-            'if scripts/series.sh check; then echo "ok 1 patches/ matches out/qemu-src"; else echo "not ok 1 patches/ and out/qemu-src disagree"; exit 1; fi' ;;
+        for q in qemu libvirt; do
+            run "series/$q-cover-letter" 60 bash -c \
+                'if /usr/bin/python3 scripts/cover_letter.py --queue $0 --check; then echo "ok 1 $0 cover letter lists the series"; else echo "not ok 1 $0 cover letter is out of date (make cover-letter)"; exit 1; fi' "$q"
+            run "series/$q-sync" 120 bash -c \
+                'if scripts/series.sh --queue $0 check; then echo "ok 1 $0 patch queue matches its work tree"; else echo "not ok 1 $0 patch queue and work tree disagree"; exit 1; fi' "$q"
+        done ;;
     fuzz)
         echo "== merge-barriers property fuzzer (fixed seed, short run)"
         run "fuzz/merge-barriers" 1200 /usr/bin/python3 scripts/fuzz_property.py \

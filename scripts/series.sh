@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# The patch queue: patches/*.patch <-> commits in the git work tree out/qemu-src.
-#   series.sh apply    create out/qemu-src (base commit) and apply patches/ (git am)
-#   series.sh export   regenerate patches/ from the commits on top of the base
-#   series.sh check    fail, naming the difference, when the two disagree
+# The patch queues: a directory of patches <-> commits in a git work tree.
+#   series.sh [--queue qemu|libvirt] apply    create the tree (base commit), apply the patches (git am)
+#   series.sh [--queue qemu|libvirt] export   regenerate the patches from the commits on the base
+#   series.sh [--queue qemu|libvirt] check    fail, naming the difference, when the two disagree
+# Queues:  qemu     patches/          <-> out/qemu-src     (base: Debian's qemu 1:10.2.2+ds-1)
+#          libvirt  libvirt-patches/  <-> out/libvirt-src  (base: upstream libvirt 11.3.0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
-SRC=out/qemu-src
 DL=out/downloads
-BASE_TAG=debian-base
+QUEUE=qemu
+if [ "${1:-}" = --queue ]; then QUEUE=${2:-}; shift 2 || true; fi
+case "$QUEUE" in
+qemu)    SRC=out/qemu-src PATCHES=patches BASE_TAG=debian-base ;;
+libvirt) SRC=out/libvirt-src PATCHES=libvirt-patches BASE_TAG=upstream-base ;;
+*) echo "error: unknown queue '$QUEUE' (qemu or libvirt)" >&2; exit 1 ;;
+esac
 
 die() { echo "error: $*" >&2; exit 1; }
 g() { git -C "$SRC" "$@"; }
 
 series_files() {
     local p
-    for p in patches/[0-9]*.patch; do
+    for p in "$PATCHES"/[0-9]*.patch; do
         [ -e "$p" ] || continue
         case "${p##*/}" in 0000-*) continue ;; esac
         echo "$p"
@@ -37,18 +44,19 @@ differences() {
     local tmp=$1 p q out=""
     for p in $(series_files); do
         q="$tmp/${p##*/}"
-        if [ ! -e "$q" ]; then out+="  only in patches/: ${p##*/}"$'\n'
+        if [ ! -e "$q" ]; then out+="  only in $PATCHES/: ${p##*/}"$'\n'
         elif ! cmp -s "$p" "$q"; then out+="  differs: ${p##*/}"$'\n'
         fi
     done
     for q in "$tmp"/*.patch; do
         [ -e "$q" ] || continue
-        [ -e "patches/${q##*/}" ] || out+="  only in out/qemu-src: ${q##*/}"$'\n'
+        [ -e "$PATCHES/${q##*/}" ] || out+="  only in $SRC: ${q##*/}"$'\n'
     done
     printf '%s' "$out"
 }
 
 create_base() {
+    [ "$QUEUE" = libvirt ] && { create_base_libvirt; return; }
     [ -f "$DL/qemu_10.2.2+ds-1.dsc" ] || die "no QEMU source in $DL: run 'make fetch'"
     local tmp=$SRC.tmp
     rm -rf "$tmp"
@@ -71,6 +79,30 @@ create_base() {
         git tag "$BASE_TAG"
         # build trees of the harness (QEMU's .gitignore has /build/ only)
         echo "/build-*/" >> .git/info/exclude
+    )
+    mv "$tmp" "$SRC"
+}
+
+# libvirt: the upstream release tarball, as is (its dist files included).
+create_base_libvirt() {
+    local tarball=$DL/libvirt_11.3.0.orig.tar.xz tmp=$SRC.tmp
+    [ -f "$tarball" ] || die "no libvirt source in $DL: run 'make fetch-libvirt'"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    echo "series: creating $SRC (libvirt 11.3.0 release tarball)"
+    tar -C "$tmp" --strip-components=1 -xf "$tarball" || { rm -rf "$tmp"; die "cannot extract $tarball"; }
+    (
+        cd "$tmp"
+        export GIT_AUTHOR_NAME="libvirt 11.3.0 release" GIT_AUTHOR_EMAIL="devel@lists.libvirt.org"
+        export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+        export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
+        git init -q -b master .
+        # keycodemapdb is a git submodule upstream: not part of libvirt's
+        # own tree, which its syntax-check inspects (git ls-tree HEAD).
+        git add -A -f .
+        git rm -r -q --cached subprojects/keycodemapdb
+        git commit -q -m "libvirt 11.3.0 (release tarball libvirt_11.3.0.orig.tar.xz)"
+        git tag "$BASE_TAG"
+        printf '%s\n' /build/ /subprojects/keycodemapdb/ >> .git/info/exclude
     )
     mv "$tmp" "$SRC"
 }
@@ -109,6 +141,7 @@ tree_hash() {
     echo "$h"
 }
 record_state() { series_hash > "$SRC/.git/merge-barriers-series"; }
+count() { local n; n=$(series_files | wc -l); echo "$n patches"; }
 
 cmd_apply() {
     [ -d "$SRC/.git" ] || create_base
@@ -119,22 +152,22 @@ cmd_apply() {
     if [ "$applied" = "$want" ]; then
         # patches/ is what was applied or exported last: the tree is yours.
         if [ "$(tree_hash)" != "$want" ]; then
-            echo "series: note: out/qemu-src has commits not exported to patches/ ('make export')"
+            echo "series: note: $SRC has commits not exported to $PATCHES/ ('make export')"
         fi
         return 0
     fi
     have=$(tree_hash)
     if [ "$have" = "$want" ]; then
         record_state
-        echo "series: out/qemu-src is up to date with patches/"
+        echo "series: $SRC is up to date with $PATCHES/"
         return 0
     fi
     # patches/ changed (e.g. git pull): re-apply, unless that would lose work.
     if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
-        die "patches/ changed, but out/qemu-src has uncommitted changes: commit them and 'make export', or discard them; then re-run"
+        die "$PATCHES/ changed, but $SRC has uncommitted changes: commit them and 'make export', or discard them; then re-run"
     fi
     if [ "$have" != "${applied:-$(cat /dev/null | sha256sum | cut -d' ' -f1)}" ]; then
-        die "patches/ changed, but out/qemu-src has commits that are not in patches/: 'make export' keeps them (then merge), 'git -C $SRC reset --hard $BASE_TAG' drops them"
+        die "$PATCHES/ changed, but $SRC has commits that are not in $PATCHES/: 'make export' keeps them (then merge), 'git -C $SRC reset --hard $BASE_TAG' drops them"
     fi
     local prev
     prev=$(g rev-parse HEAD)
@@ -149,9 +182,10 @@ cmd_apply() {
 cmd_export() {
     [ -d "$SRC/.git" ] || die "no $SRC: run 'make apply'"
     if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
-        echo "warning: out/qemu-src has uncommitted changes; they are not exported" >&2
+        echo "warning: $SRC has uncommitted changes; they are not exported" >&2
     fi
     local tmp p q changed=0
+    mkdir -p "$PATCHES"
     tmp=$(mktemp -d out/.export.XXXXXX)
     export_to "$tmp"
     for p in $(series_files); do
@@ -159,14 +193,14 @@ cmd_export() {
     done
     for q in "$tmp"/*.patch; do
         [ -e "$q" ] || continue
-        p="patches/${q##*/}"
+        p="$PATCHES/${q##*/}"
         if ! cmp -s "$q" "$p"; then
             cp "$q" "$p"; echo "  wrote ${p##*/}"; changed=1
         fi
     done
     rm -rf "$tmp"
     record_state
-    [ $changed = 1 ] || echo "series: patches/ already matches out/qemu-src"
+    [ $changed = 1 ] || echo "series: $PATCHES/ already matches $SRC"
 }
 
 cmd_check() {
@@ -176,13 +210,13 @@ cmd_check() {
     export_to "$tmp"
     d=$(differences "$tmp"); rm -rf "$tmp"
     if [ -n "$d" ]; then
-        echo "patches/ and out/qemu-src disagree:"; printf '%s' "$d"; rc=1
+        echo "$PATCHES/ and $SRC disagree:"; printf '%s' "$d"; rc=1
     fi
     if [ -n "$(g status --porcelain --untracked-files=no)" ]; then
-        echo "out/qemu-src has uncommitted changes:"; g status --short --untracked-files=no | sed 's/^/  /'
+        echo "$SRC has uncommitted changes:"; g status --short --untracked-files=no | sed 's/^/  /'
         rc=1
     fi
-    [ $rc = 0 ] && echo "series: patches/ matches out/qemu-src ($(series_files | wc -l) patches)"
+    [ $rc = 0 ] && echo "series: $PATCHES/ matches $SRC ($(count))"
     return $rc
 }
 

@@ -19,92 +19,23 @@ LOGDIR=/var/log/libvirt/qemu
 scripts/deps.sh libvirt >&2 || { echo "Bail out! cannot install libvirt"; exit 1; }
 [ -x "$EMULATOR" ] || { echo "Bail out! no $EMULATOR: run make"; exit 1; }
 
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n $*"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $*"; }
-check() {   # check DESCRIPTION COMMAND...
-    local desc=$1; shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
+. tests/e2e/lib/libvirt-common.sh
+trap lv_cleanup EXIT
 
-domains=()
-cleanup() {
-    local d pid
-    for d in "${domains[@]}"; do
-        "${VIRSH[@]}" destroy "$d" >/dev/null 2>&1
-        "${VIRSH[@]}" undefine "$d" >/dev/null 2>&1
-    done
-    for pid in $libvirtd_pid $virtlogd_pid; do
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null
-    done
-    libvirtd_pid="" virtlogd_pid=""
-    [ -z "$EMUDIR" ] || rm -rf "$EMUDIR"
-    EMUDIR=""
-}
-libvirtd_pid="" virtlogd_pid="" EMUDIR=""
-trap cleanup EXIT
-
-if pgrep -x libvirtd >/dev/null || pgrep -x virtqemud >/dev/null; then
-    echo "Bail out! a libvirtd/virtqemud not started by this test is running"
-    exit 1
-fi
+lv_refuse_running
 rm -rf "$RUN"; mkdir -p "$RUN"
-# libvirt runs QEMU as libvirt-qemu, which may not reach the checkout (e.g.
-# under /root): run a copy of the patched binary from a directory it can read.
-EMUDIR=$(mktemp -d /var/tmp/merge-barriers-libvirt.XXXXXX)
-chmod 755 "$EMUDIR"
-install -m 755 "$EMULATOR" "$EMUDIR/qemu-system-x86_64"
-EMULATOR=$EMUDIR/qemu-system-x86_64
-
-# Their PIDs, read once: each daemon removes its pid file when it exits.
-virtlogd -d --pid-file "$RUN/virtlogd.pid" && virtlogd_pid=$(cat "$RUN/virtlogd.pid") ||
-    { echo "Bail out! virtlogd did not start"; exit 1; }
-libvirtd -d --pid-file "$RUN/libvirtd.pid" && libvirtd_pid=$(cat "$RUN/libvirtd.pid") ||
-    { echo "Bail out! libvirtd did not start"; exit 1; }
-echo "# started virtlogd ($virtlogd_pid) and libvirtd ($libvirtd_pid)"
-for _ in $(seq 100); do
-    "${VIRSH[@]}" version >/dev/null 2>&1 && break
-    sleep 0.2
-done
+lv_copy_emulator "$EMULATOR"
+lv_start_daemons virtlogd libvirtd
 check "libvirtd $(libvirtd --version | awk '{print $3}') answers" \
     bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" version
-
-accels=(qemu)
-if [ -c /dev/kvm ]; then
-    # Debian's udev rule gives /dev/kvm to group kvm (libvirt-qemu is in it);
-    # without udev it may be root-only.
-    if ! runuser -u libvirt-qemu -- test -w /dev/kvm 2>/dev/null; then
-        chgrp kvm /dev/kvm && chmod g+rw /dev/kvm &&
-            echo "# /dev/kvm: group kvm, mode g+rw (as udev would)"
-    fi
-    runuser -u libvirt-qemu -- test -w /dev/kvm 2>/dev/null && accels+=(kvm)
-fi
-
-qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576]
-    "${VIRSH[@]}" qemu-monitor-command "$1" \
-        '{"execute":"qom-get","arguments":{"path":"/machine","property":"merge-barriers"}}' |
-        python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["return"]).replace(" ", ""))'
-}
-
-# xml_for EXAMPLE TYPE NAME: the example with our emulator, domain type, name
-xml_for() {
-    sed -e "s|<emulator>.*</emulator>|<emulator>$EMULATOR</emulator>|" \
-        -e "s|<domain type='qemu'|<domain type='$2'|" \
-        -e "s|<name>.*</name>|<name>$3</name>|" "examples/libvirt/$1" > "$RUN/$3.xml"
-    echo "$RUN/$3.xml"
-}
+lv_accels
 
 # Valid domains: start, read the property back, check the command line.
 while read -r example arg expect; do
     for accel in "${accels[@]}"; do
         name=mb-test-${example%.xml}-$accel
         domains+=("$name")
-        xml=$(xml_for "$example" "$accel" "$name")
+        xml=$(xml_for "examples/libvirt/$example" "$accel" "$name")
         if ! "${VIRSH[@]}" define "$xml" >/dev/null; then
             not_ok "$example ($accel): virsh define"; continue
         fi
@@ -136,7 +67,7 @@ EOF
 # A bad value: virsh start fails with QEMU's message; nothing keeps running.
 name=mb-test-bad
 domains+=("$name")
-xml=$(xml_for pc-i440fx-10.2-bad-value.xml qemu "$name")
+xml=$(xml_for examples/libvirt/pc-i440fx-10.2-bad-value.xml qemu "$name")
 "${VIRSH[@]}" define "$xml" >/dev/null
 if out=$("${VIRSH[@]}" start "$name" 2>&1); then
     not_ok "bad value: virsh start succeeded"
@@ -154,7 +85,7 @@ check "bad value: no QEMU process left" bash -c "! pgrep -f 'guest=mb-test-ba[d]
 if [ ${#accels[@]} -eq 1 ]; then
     ok "# SKIP domain type kvm: /dev/kvm is not usable by libvirt-qemu on this machine"
 fi
-cleanup
+lv_cleanup
 trap - EXIT
 check "daemons stopped: no libvirtd or virtlogd left" \
     bash -c '! pgrep -x libvirtd >/dev/null && ! pgrep -x virtlogd >/dev/null'

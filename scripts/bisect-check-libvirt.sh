@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The libvirt series, patch by patch: build every prefix (one git worktree,
+# checked out commit by commit; ninja rebuilds what each patch changes;
+# ccache) and run, on each, the libvirt tests the series touches and
+# syntax-check -- libvirt expects every commit to build and pass its tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+SRC=out/libvirt-src
+W=out/libvirt-bisect
+TESTS="qemucapabilitiestest qemucaps2xmltest domaincapstest qemuxmlconftest
+       genericxml2xmltest virschematest"
+[ -d "$SRC/.git" ] || { echo "error: no $SRC: run 'make apply-libvirt'" >&2; exit 1; }
+if [ ! -e "$W/.git" ]; then
+    git -C "$SRC" worktree prune
+    git -C "$SRC" worktree add -q --detach "$TOP/$W" upstream-base ||
+        { echo "error: cannot create the worktree $W" >&2; exit 1; }
+    # not in git (a submodule upstream; see scripts/series.sh)
+    mkdir -p "$W/subprojects"
+    cp -a "$SRC/subprojects/keycodemapdb" "$W/subprojects/keycodemapdb"
+fi
+commits=$(git -C "$SRC" rev-list --reverse upstream-base..HEAD)
+total=$(echo "$commits" | wc -w)
+i=0
+for c in $commits; do
+    i=$((i + 1))
+    subject=$(git -C "$SRC" log -1 --format=%s "$c")
+    echo "bisect-check-libvirt: [$i/$total] $subject"
+    git -C "$W" checkout -q --detach "$c" || exit 1
+    if ! scripts/build-libvirt.sh "$W"; then
+        echo "bisect-check-libvirt: FAILED to build patch $i/$total: $subject" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2086
+    if ! meson test -C "$W/build" --no-rebuild $TESTS >"$W/build/bisect-tests.log" 2>&1 ||
+       ! meson test -C "$W/build" --no-rebuild --suite syntax-check >>"$W/build/bisect-tests.log" 2>&1; then
+        grep -E "FAIL" "$W/build/bisect-tests.log" | head -n 10 >&2
+        echo "bisect-check-libvirt: tests FAILED at patch $i/$total: $subject (log: $W/build/bisect-tests.log)" >&2
+        exit 1
+    fi
+    echo "bisect-check-libvirt: [$i/$total] builds; $(echo $TESTS | wc -w) tests and syntax-check pass"
+done
+echo "bisect-check-libvirt: all $total prefixes build and pass"

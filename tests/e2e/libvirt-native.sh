@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# End-to-end: merge barriers as a native libvirt domain feature, with the
+# patched libvirt (libvirt-patches/, built in out/libvirt-src/build) and the
+# patched QEMU; no <qemu:commandline>.
+#
+# Starts the build tree's virtlogd and libvirtd (through its 'run' script,
+# no systemd here) and checks what 'virsh domcapabilities' reports.  Defines
+# and starts the domains of examples/libvirt/native/; checks that the domain
+# is not tainted, the QEMU command line libvirt built, the XML libvirt keeps,
+# and the barriers QEMU has (qom-get over QMP and 'info mtree -f', after the
+# taint check: a monitor command taints).  Then checks what libvirt itself
+# refuses: an address that is no multiple of 4 KiB, and the element with an
+# unpatched QEMU (Debian's qemu-system-x86_64) -- both at 'virsh define', with
+# libvirt's message, and no QEMU started.  Speaks TAP.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+TOP=$PWD
+LVB=$TOP/out/libvirt-src/build
+EMULATOR=$TOP/out/qemu-system-x86_64
+UNPATCHED_QEMU=/usr/bin/qemu-system-x86_64
+RUN=$TOP/out/libvirt-native-test
+LOGDIR=/var/log/libvirt/qemu
+VIRSH=("$LVB/run" "$LVB/tools/virsh" -q -c qemu:///system)
+
+# Debian's libvirt packages: the libvirt-qemu user, /etc/libvirt, and an
+# unpatched QEMU to check the capability against.
+scripts/deps.sh libvirt >&2 || { echo "Bail out! cannot install libvirt"; exit 1; }
+[ -x "$EMULATOR" ] || { echo "Bail out! no $EMULATOR: run make"; exit 1; }
+[ -x "$LVB/src/libvirtd" ] || { echo "Bail out! no patched libvirt in $LVB: run make build-libvirt"; exit 1; }
+
+. tests/e2e/lib/libvirt-common.sh
+trap lv_cleanup EXIT
+
+lv_refuse_running
+rm -rf "$RUN"; mkdir -p "$RUN"
+lv_copy_emulator "$EMULATOR"
+lv_start_daemons "$LVB/src/virtlogd" "$LVB/src/libvirtd" "$LVB/run"
+check "patched libvirtd ($("$LVB/run" "$LVB/src/libvirtd" --version | awk '{print $3}'), build tree) answers" \
+    bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" version
+lv_accels
+
+# What 'virsh domcapabilities' reports, e.g. "<merge-barriers supported='yes'/>"
+domcaps_mb() {  # EMULATOR MACHINE
+    "${VIRSH[@]}" domcapabilities --virttype qemu --emulatorbin "$1" --machine "$2" |
+        grep -o "<merge-barriers supported='[a-z]*'/>"
+}
+while read -r label emu machine want; do
+    [ -x "$emu" ] || { ok "# SKIP domcapabilities of $emu: missing"; continue; }
+    got=$(domcaps_mb "$emu" "$machine")
+    check "domcapabilities, $label QEMU, $machine: merge-barriers supported='$want' (got ${got:-nothing})" \
+        test "$got" = "<merge-barriers supported='$want'/>"
+done <<EOF_CAPS
+patched $EMULATOR pc-q35-10.2 yes
+patched $EMULATOR pc-i440fx-10.1 yes
+patched $EMULATOR microvm no
+unpatched $UNPATCHED_QEMU q35 no
+EOF_CAPS
+
+# barriers_of < XML: "none" (no element) or the element's addresses, e.g. "[0x100000]"
+barriers_of() {
+    python3 -c 'import sys, xml.etree.ElementTree as ET
+mb = ET.parse(sys.stdin).getroot().find("features/merge-barriers")
+print("none" if mb is None else "[" + ",".join(b.get("address") for b in mb) + "]")'
+}
+
+# Valid domains: define, start, no taint, command line, XML, qom-get.
+while read -r example arg expect; do
+    for accel in "${accels[@]}"; do
+        name=mb-native-${example%.xml}-$accel
+        domains+=("$name")
+        log=$LOGDIR/$name.log
+        rm -f "$log"    # libvirt appends: a taint of an earlier run must not count
+        xml=$(xml_for "examples/libvirt/native/$example" "$accel" "$name")
+        if ! out=$("${VIRSH[@]}" define "$xml" 2>&1); then
+            not_ok "$example ($accel): virsh define: $out"; continue
+        fi
+        if ! out=$("${VIRSH[@]}" start "$name" 2>&1); then
+            not_ok "$example ($accel): virsh start: $out"
+            "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1; continue
+        fi
+        check "$example ($accel): domain not tainted" \
+            bash -c '! grep -q "is tainted" "$0"' "$log"
+        if [ "$arg" = - ]; then
+            check "$example ($accel): no merge-barriers option on the QEMU command line" \
+                bash -c '! grep -qE "[,=]merge-barriers[.=]" "$0"' "$log"
+        else
+            # libvirt logs one argument per line ("ARG \\")
+            check "$example ($accel): -machine has ',$arg'" \
+                awk -v want=",$arg" '/^-machine pc-/ && index($0, want) { f = 1 } END { exit !f }' "$log"
+        fi
+        check "$example ($accel): dumpxml keeps the element as defined ($(barriers_of <"$xml"))" \
+            test "$("${VIRSH[@]}" dumpxml --inactive "$name" | barriers_of)" = "$(barriers_of <"$xml")"
+        got=$(qom_get "$name")
+        check "$example ($accel): qom-get merge-barriers = $expect (got $got)" \
+            test "$got" = "$expect"
+        # ... and the system memory view is rendered with them
+        want=$(python3 -c 'import json, sys
+l = json.loads(sys.argv[1])
+print("AS \"memory\", root: system" + (", merge barriers: " + " ".join("%016x" % a for a in l) if l else ""))' "$expect")
+        line=$("${VIRSH[@]}" qemu-monitor-command --hmp "$name" "info mtree -f" |
+               grep -m1 'AS "memory"' | sed 's/^ *//')
+        check "$example ($accel): info mtree -f: '$want'" test "$line" = "$want"
+        "${VIRSH[@]}" destroy "$name" >/dev/null 2>&1
+        check "$example ($accel): destroy and undefine" "${VIRSH[@]}" undefine "$name"
+    done
+done <<'EOF_CASES'
+pc-i440fx-10.1-barrier.xml merge-barriers.0=0x100000, [1048576]
+pc-q35-10.2-none.xml merge-barriers=, []
+pc-q35-10.1-two.xml merge-barriers.0=0x100000,merge-barriers.1=0x10000000, [1048576,268435456]
+pc-q35-10.2-default.xml - [1048576]
+EOF_CASES
+
+# refused NAME XML MESSAGE: 'virsh define' fails with MESSAGE, nothing defined or running
+refused() {
+    local name=$1 xml=$2 msg=$3 out
+    domains+=("$name")
+    if out=$("${VIRSH[@]}" define "$xml" 2>&1); then
+        not_ok "$name: virsh define succeeded"
+    else
+        check "$name: virsh define fails with libvirt's error '$msg'" grep -qF "$msg" <<<"$out"
+        check "$name: libvirt's own error, not QEMU's" bash -c '! grep -qi "qemu-system\|qemu unexpectedly" <<<"$0"' "$out"
+    fi
+    check "$name: not defined" bash -c '! "$@" dominfo '"$name"' >/dev/null 2>&1' _ "${VIRSH[@]}"
+    # (the [x] keeps pgrep from matching this check's own command line)
+    check "$name: no QEMU process" bash -c "! pgrep -f 'guest=${name%?}[${name: -1}]' >/dev/null"
+}
+
+refused mb-native-bad-address \
+    "$(xml_for examples/libvirt/native/pc-i440fx-10.2-bad-address.xml qemu mb-native-bad-address)" \
+    "merge barrier address '0x100800' is not a multiple of 4 KiB"
+
+if [ -x "$UNPATCHED_QEMU" ] && ! "$UNPATCHED_QEMU" -machine pc,help 2>/dev/null | grep -q merge-barriers; then
+    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-two.xml qemu mb-native-unpatched)
+    sed -i -e "s|<emulator>.*</emulator>|<emulator>$UNPATCHED_QEMU</emulator>|" \
+        -e "s|machine='pc-q35-10.1'|machine='q35'|" "$xml"
+    echo "# unpatched QEMU: $("$UNPATCHED_QEMU" --version | head -n 1)"
+    refused mb-native-unpatched "$xml" "merge barriers are not supported by this QEMU binary"
+else
+    ok "# SKIP unpatched QEMU: $UNPATCHED_QEMU missing or has merge-barriers"
+fi
+
+if [ ${#accels[@]} -eq 1 ]; then
+    ok "# SKIP domain type kvm: /dev/kvm is not usable by libvirt-qemu on this machine"
+fi
+lv_cleanup
+trap - EXIT
+check "daemons stopped: no libvirtd or virtlogd left" \
+    bash -c '! pgrep -f "src/libvirt[d]|src/virtlog[d]" >/dev/null && ! pgrep -x libvirtd >/dev/null'
+check "no test domain left running" bash -c '! pgrep -f "guest=mb-nativ[e]-" >/dev/null'
+echo "1..$n"
+[ $failed -eq 0 ]
