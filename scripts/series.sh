@@ -55,6 +55,28 @@ differences() {
     printf '%s' "$out"
 }
 
+# commit_base DIR AUTHOR EMAIL MESSAGE [EXCLUDED...]: make DIR a git work tree
+# whose first commit (tagged $BASE_TAG, fixed dates: always the same hash for
+# the same files) is everything in it but EXCLUDED (also kept out of git's view)
+commit_base() {
+    local dir=$1 name=$2 email=$3 msg=$4 p; shift 4
+    (
+        cd "$dir"
+        export GIT_AUTHOR_NAME="$name" GIT_AUTHOR_EMAIL="$email"
+        export GIT_COMMITTER_NAME="$name" GIT_COMMITTER_EMAIL="$email"
+        export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
+        git init -q -b master .
+        printf '%s\n' "$@" >> .git/info/exclude
+        git add -A -f .
+        for p in "$@"; do
+            p=${p#/}; p=${p%/}
+            [ -e "$p" ] && git rm -r -q --cached "$p"
+        done
+        git commit -q -m "$msg"
+        git tag "$BASE_TAG"
+    )
+}
+
 create_base() {
     [ "$QUEUE" = libvirt ] && { create_base_libvirt; return; }
     [ -f "$DL/qemu_10.2.2+ds-1.dsc" ] || die "no QEMU source in $DL: run 'make fetch'"
@@ -68,18 +90,9 @@ create_base() {
     fi
     # Debian's packaging and quilt state are not part of the QEMU tree.
     rm -rf "$tmp/.pc" "$tmp/debian"
-    (
-        cd "$tmp"
-        export GIT_AUTHOR_NAME="Debian QEMU source" GIT_AUTHOR_EMAIL="qemu@packages.debian.org"
-        export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
-        export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
-        git init -q -b master .
-        git add -A -f .
-        git commit -q -m "qemu 1:10.2.2+ds-1 (Debian source, dpkg-source -x)"
-        git tag "$BASE_TAG"
-        # build trees of the harness (QEMU's .gitignore has /build/ only)
-        echo "/build-*/" >> .git/info/exclude
-    )
+    # build trees of the harness (QEMU's .gitignore has /build/ only)
+    commit_base "$tmp" "Debian QEMU source" qemu@packages.debian.org \
+        "qemu 1:10.2.2+ds-1 (Debian source, dpkg-source -x)" "/build-*/"
     mv "$tmp" "$SRC"
 }
 
@@ -90,20 +103,11 @@ create_base_libvirt() {
     rm -rf "$tmp"; mkdir -p "$tmp"
     echo "series: creating $SRC (libvirt 11.3.0 release tarball)"
     tar -C "$tmp" --strip-components=1 -xf "$tarball" || { rm -rf "$tmp"; die "cannot extract $tarball"; }
-    (
-        cd "$tmp"
-        export GIT_AUTHOR_NAME="libvirt 11.3.0 release" GIT_AUTHOR_EMAIL="devel@lists.libvirt.org"
-        export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
-        export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
-        git init -q -b master .
-        # keycodemapdb is a git submodule upstream: not part of libvirt's
-        # own tree, which its syntax-check inspects (git ls-tree HEAD).
-        git add -A -f .
-        git rm -r -q --cached subprojects/keycodemapdb
-        git commit -q -m "libvirt 11.3.0 (release tarball libvirt_11.3.0.orig.tar.xz)"
-        git tag "$BASE_TAG"
-        printf '%s\n' /build/ /subprojects/keycodemapdb/ >> .git/info/exclude
-    )
+    # keycodemapdb is a git submodule upstream: not part of libvirt's own
+    # tree, which its syntax-check inspects (git ls-tree HEAD).
+    commit_base "$tmp" "libvirt 11.3.0 release" devel@lists.libvirt.org \
+        "libvirt 11.3.0 (release tarball libvirt_11.3.0.orig.tar.xz)" \
+        /build/ /subprojects/keycodemapdb/
     mv "$tmp" "$SRC"
 }
 

@@ -10,8 +10,9 @@
 # and the barriers QEMU has (qom-get over QMP and 'info mtree -f', after the
 # taint check: a monitor command taints).  Then checks what libvirt itself
 # refuses: an address that is no multiple of 4 KiB, and the element with an
-# unpatched QEMU (Debian's qemu-system-x86_64) -- both at 'virsh define', with
-# libvirt's message, and no QEMU started.  Speaks TAP.
+# unpatched QEMU (Debian's qemu-system-x86_64) -- both at 'virsh define' --,
+# and a domain whose emulator became the unpatched QEMU after 'define', at
+# 'virsh start'; each with libvirt's message, and no QEMU started.  Speaks TAP.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
@@ -29,12 +30,7 @@ scripts/deps.sh libvirt >&2 || { echo "Bail out! cannot install libvirt"; exit 1
 [ -x "$LVB/src/libvirtd" ] || { echo "Bail out! no patched libvirt in $LVB: run make build-libvirt"; exit 1; }
 
 . tests/e2e/lib/libvirt-common.sh
-trap lv_cleanup EXIT
-
-lv_refuse_running
-rm -rf "$RUN"; mkdir -p "$RUN"
-lv_copy_emulator "$EMULATOR"
-lv_start_daemons "$LVB/src/virtlogd" "$LVB/src/libvirtd" "$LVB/run"
+lv_setup "$LVB/src/virtlogd" "$LVB/src/libvirtd" "$LVB/run"
 check "patched libvirtd ($("$LVB/run" "$LVB/src/libvirtd" --version | awk '{print $3}'), build tree) answers" \
     bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" version
 lv_accels
@@ -98,8 +94,9 @@ while read -r example arg expect; do
 l = json.loads(sys.argv[1])
 print("AS \"memory\", root: system" + (", merge barriers: " + " ".join("%016x" % a for a in l) if l else ""))' "$expect")
         line=$("${VIRSH[@]}" qemu-monitor-command --hmp "$name" "info mtree -f" |
-               grep -m1 'AS "memory"' | sed 's/^ *//')
-        check "$example ($accel): info mtree -f: '$want'" test "$line" = "$want"
+               tr -d '\r' | grep -m1 'AS "memory"' | sed 's/^ *//')
+        check "$example ($accel): info mtree -f: '$want'" test "$line" = "$want" ||
+            echo "# got: '$line'"
         "${VIRSH[@]}" destroy "$name" >/dev/null 2>&1
         check "$example ($accel): destroy and undefine" "${VIRSH[@]}" undefine "$name"
     done
@@ -137,6 +134,32 @@ if [ -x "$UNPATCHED_QEMU" ] && ! "$UNPATCHED_QEMU" -machine pc,help 2>/dev/null 
     refused mb-native-unpatched "$xml" "merge barriers are not supported by this QEMU binary"
 else
     ok "# SKIP unpatched QEMU: $UNPATCHED_QEMU missing or has merge-barriers"
+fi
+
+# At start: a domain defined with the patched QEMU, whose emulator has since
+# become an unpatched one (a package downgrade): 'virsh start' re-probes the
+# binary and refuses with libvirt's message instead of running QEMU.
+if [ -x "$UNPATCHED_QEMU" ] && ! "$UNPATCHED_QEMU" -machine pc,help 2>/dev/null | grep -q merge-barriers; then
+    name=mb-native-downgraded
+    domains+=("$name")
+    mkdir -p "$EMUDIR/downgraded"
+    install -m 755 "$EMULATOR" "$EMUDIR/downgraded/qemu-system-x86_64"
+    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-two.xml qemu "$name")
+    # a machine type both QEMUs have
+    sed -i -e "s|<emulator>.*</emulator>|<emulator>$EMUDIR/downgraded/qemu-system-x86_64</emulator>|" \
+        -e "s|machine='pc-q35-10.1'|machine='pc-q35-10.0'|" "$xml"
+    check "$name: virsh define with the patched QEMU" bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" define "$xml"
+    install -m 755 "$UNPATCHED_QEMU" "$EMUDIR/downgraded/qemu-system-x86_64"
+    if out=$("${VIRSH[@]}" start "$name" 2>&1); then
+        not_ok "$name: virsh start succeeded with the unpatched QEMU"
+    else
+        check "$name: virsh start fails with libvirt's error" \
+            grep -qF "merge barriers are not supported by this QEMU binary" <<<"$out"
+    fi
+    check "$name: no QEMU process" bash -c "! pgrep -f 'guest=mb-native-downgrade[d]' >/dev/null"
+    "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
+else
+    ok "# SKIP start with a downgraded QEMU: $UNPATCHED_QEMU missing or has merge-barriers"
 fi
 
 if [ ${#accels[@]} -eq 1 ]; then

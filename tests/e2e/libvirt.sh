@@ -20,12 +20,7 @@ scripts/deps.sh libvirt >&2 || { echo "Bail out! cannot install libvirt"; exit 1
 [ -x "$EMULATOR" ] || { echo "Bail out! no $EMULATOR: run make"; exit 1; }
 
 . tests/e2e/lib/libvirt-common.sh
-trap lv_cleanup EXIT
-
-lv_refuse_running
-rm -rf "$RUN"; mkdir -p "$RUN"
-lv_copy_emulator "$EMULATOR"
-lv_start_daemons virtlogd libvirtd
+lv_setup virtlogd libvirtd
 check "libvirtd $(libvirtd --version | awk '{print $3}') answers" \
     bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" version
 lv_accels

@@ -10,9 +10,9 @@
 n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n $*"; }
-check() {   # check DESCRIPTION COMMAND...
+check() {   # check DESCRIPTION COMMAND...: one TAP line; fails when COMMAND fails
     local desc=$1; shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
+    if "$@"; then ok "$desc"; else not_ok "$desc"; return 1; fi
 }
 
 domains=()
@@ -71,6 +71,16 @@ lv_start_daemons() {
         "${VIRSH[@]}" version >/dev/null 2>&1 && return 0
         sleep 0.2
     done
+}
+
+# lv_setup VIRTLOGD LIBVIRTD [PREFIX...]: the common start of a test: cleanup
+# on exit, no foreign daemon, a fresh $RUN, $EMULATOR copied, daemons started
+lv_setup() {
+    trap lv_cleanup EXIT
+    lv_refuse_running
+    rm -rf "$RUN"; mkdir -p "$RUN"
+    lv_copy_emulator "$EMULATOR"
+    lv_start_daemons "$@"
 }
 
 # lv_accels: sets accels to (qemu) plus kvm when libvirt-qemu can use /dev/kvm
