@@ -32,7 +32,7 @@ help:
 	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
 	@echo "make bisect-check-libvirt  build and test every prefix of the libvirt series"
 	@echo "make bench         side by side with unpatched 10.2.2: DMA churn and topology update cost"
-	@echo "make cover-letter  patches/0000-cover-letter.patch from docs/cover-letter.txt + latest bench"
+	@echo "make cover-letter  both cover letters (patches/, libvirt-patches/); the QEMU one with the latest bench"
 	@echo "make bisect-check  build every prefix of the series, then run its tests"
 	@echo "make check-sanitize  ASan+UBSan build; the series' qtests and the fuzzer under it"
 	@echo "make fuzz          long fuzz run of the merge-barriers property (SEED=n to vary)"
@@ -106,7 +106,8 @@ fuzz: build
 
 export:
 	@scripts/series.sh export
-	@scripts/series.sh --queue libvirt export
+	@if [ -d $(LVSRC)/.git ]; then scripts/series.sh --queue libvirt export; \
+	 else echo "series: no $(LVSRC) yet: libvirt-patches/ left as is"; fi
 
 cover-letter: apply apply-libvirt
 	@/usr/bin/python3 scripts/cover_letter.py

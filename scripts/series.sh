@@ -70,7 +70,7 @@ commit_base() {
         git add -A -f .
         for p in "$@"; do
             p=${p#/}; p=${p%/}
-            [ -e "$p" ] && git rm -r -q --cached "$p"
+            if [ -e "$p" ]; then git rm -r -q --cached "$p"; fi
         done
         git commit -q -m "$msg"
         git tag "$BASE_TAG"
