@@ -171,12 +171,12 @@ fi
 # and the debug console come through <qemu:commandline> (that taints the
 # domain; the barrier does not come that way).  Counted like
 # scripts/dma_churn.py: the server's removals of DMA regions over RAM above
-# 1 MiB.  TCG.
+# 1 MiB.  TCG, and KVM where usable.
 SERVER=$TOP/out/libvfio-user-build/samples/gpio-pci-idio-16
 scripts/build-vfio-user.sh >&2 || echo "# build-vfio-user.sh failed"
-vfu_domain() {  # NAME DIR FEATURES: a pc-q35-10.1 domain, 2 GiB of shared memfd RAM
+vfu_domain() {  # NAME DIR FEATURES TYPE: a pc-q35-10.1 domain, 2 GiB of shared memfd RAM
     cat <<EOX
-<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+<domain type='$4' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$1</name>
   <memory unit='GiB'>2</memory>
   <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
@@ -201,15 +201,16 @@ print(dma_churn.parse_server_log(open(sys.argv[1], errors="replace").read())[0])
 }
 if [ -x "$SERVER" ]; then
     while read -r label want features; do
-        name=mb-native-vfio-user-$label
+      for accel in "${accels[@]}"; do
+        name=mb-native-vfio-user-$label-$accel
         domains+=("$name")
-        dir=$EMUDIR/$label
+        dir=$EMUDIR/$label-$accel
         mkdir -p "$dir"; chmod 777 "$dir"
         "$SERVER" -v "$dir/vfio-user.sock" >"$dir/server.log" 2>&1 &
         srv=$!
         for _ in $(seq 200); do [ -S "$dir/vfio-user.sock" ] && break; sleep 0.05; done
         chmod 666 "$dir/vfio-user.sock" 2>/dev/null
-        vfu_domain "$name" "$dir" "$features" >"$RUN/$name.xml"
+        vfu_domain "$name" "$dir" "$features" "$accel" >"$RUN/$name.xml"
         out=""
         if "${VIRSH[@]}" define "$RUN/$name.xml" >/dev/null &&
            out=$("${VIRSH[@]}" start "$name" 2>&1); then
@@ -217,20 +218,21 @@ if [ -x "$SERVER" ]; then
                 grep -qs "No bootable device" "$dir/debugcon.log" && break
                 sleep 0.1
             done
-            check "vfio-user, $label: SeaBIOS reached 'No bootable device'" \
+            check "vfio-user, $label ($accel): SeaBIOS reached 'No bootable device'" \
                 grep -qs "No bootable device" "$dir/debugcon.log"
             "${VIRSH[@]}" destroy "$name" >/dev/null 2>&1
             got=$(vfu_removals "$dir/server.log")
             if [ "$want" = 0 ]; then
-                check "vfio-user, $label: 0 DMA unmaps of RAM above 1 MiB (got $got)" test "$got" = 0
+                check "vfio-user, $label ($accel): 0 DMA unmaps of RAM above 1 MiB (got $got)" test "$got" = 0
             else
-                check "vfio-user, $label: DMA unmaps of RAM above 1 MiB > 0 (got $got)" test "$got" -gt 0
+                check "vfio-user, $label ($accel): DMA unmaps of RAM above 1 MiB > 0 (got $got)" test "$got" -gt 0
             fi
         else
-            not_ok "vfio-user, $label: define/start: ${out:-define failed}"
+            not_ok "vfio-user, $label ($accel): define/start: ${out:-define failed}"
         fi
         "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
         kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
+      done
     done <<'EOF_VFU'
 no-element >0
 barrier-1M 0 <merge-barriers><barrier address='0x100000'/></merge-barriers>
