@@ -7,6 +7,19 @@ import subprocess
 import time
 
 
+class Tap:
+    """TAP output: check() prints one ok / not ok line; failed counts."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def check(self, good, desc):
+        self.n += 1
+        self.failed += not good
+        print(f"{'ok' if good else 'not ok'} {self.n} {desc}", flush=True)
+
+
 def connect_unix(path, timeout=30):
     """A stream socket connected to `path`, retried until something
     listens there (or `timeout` seconds pass)."""

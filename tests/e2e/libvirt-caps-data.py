@@ -18,6 +18,9 @@ import subprocess
 import sys
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(TOP, "scripts"))
+from mbtools import Tap  # noqa: E402
+
 PROBE = os.path.join(TOP, "out/libvirt-src/build/tests/qemucapsprobe")
 QEMU = os.path.join(TOP, "out/qemu-system-x86_64")
 DATA = os.path.join(TOP, "out/libvirt-src/tests/qemucapabilitiesdata/"
@@ -58,15 +61,8 @@ def summary(msgs):
 
 
 def main():
-    n = 0
-    failed = 0
-
-    def check(ok, desc):
-        nonlocal n, failed
-        n += 1
-        failed += not ok
-        print(f"{'ok' if ok else 'not ok'} {n} {desc}")
-
+    tap = Tap()
+    check = tap.check
     for path in (PROBE, QEMU):
         if not os.access(path, os.X_OK):
             print(f"Bail out! no {path}: run make build-libvirt / make")
@@ -85,8 +81,8 @@ def main():
     check(now[0] == data[0],
           "the test data's merge-barriers property (name, type, description) is the QEMU's")
     check(now[1] == data[1], f"the test data's QEMU version is the QEMU's ({now[1]})")
-    print(f"1..{n}")
-    return 1 if failed else 0
+    print(f"1..{tap.n}")
+    return 1 if tap.failed else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "scripts"))
-from mbtools import QMP, stop  # noqa: E402
+from mbtools import QMP, Tap, stop  # noqa: E402
 
 QEMU = os.path.abspath(os.environ.get("QEMU", "out/qemu-system-x86_64"))
 CASES = [
@@ -43,14 +43,8 @@ def start(tmp, name, machine, barriers, incoming=None):
 
 
 def main():
-    n = 0
-    failed = 0
-
-    def result(good, desc):
-        nonlocal n, failed
-        n += 1
-        failed += not good
-        print(f"{'ok' if good else 'not ok'} {n} {desc}", flush=True)
+    tap = Tap()
+    result = tap.check
 
     print(f"1..{len(CASES) * 4}")
     for machine, src_b, dst_b, want in CASES:
@@ -58,7 +52,7 @@ def main():
                 f"{'default' if src_b is None else repr(src_b)} -> "
                 f"{'default' if dst_b is None else repr(dst_b)}")
         procs = []
-        first = n
+        first = tap.n
         with tempfile.TemporaryDirectory(prefix="mb-migration-") as tmp:
             try:
                 sock = os.path.join(tmp, "migration.sock")
@@ -97,12 +91,12 @@ def main():
                 shown = ("merge barriers" in line) == bool(want)
                 result(shown, f"{desc}: destination view: {line.strip()}")
             except Exception as e:
-                while n - first < 4:
+                while tap.n - first < 4:
                     result(False, f"{desc}: {e}")
             finally:
                 for p in procs:
                     stop(p)
-    return 1 if failed else 0
+    return 1 if tap.failed else 0
 
 
 if __name__ == "__main__":
