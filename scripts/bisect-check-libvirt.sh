@@ -5,20 +5,11 @@
 # syntax-check -- libvirt expects every commit to build and pass its tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TOP=$PWD
 SRC=out/libvirt-src
 W=out/libvirt-bisect
 TESTS="qemucapabilitiestest qemucaps2xmltest domaincapstest qemuxmlconftest
        genericxml2xmltest virschematest"
-[ -d "$SRC/.git" ] || { echo "error: no $SRC: run 'make apply-libvirt'" >&2; exit 1; }
-if [ ! -e "$W/.git" ]; then
-    git -C "$SRC" worktree prune
-    git -C "$SRC" worktree add -q --detach "$TOP/$W" upstream-base ||
-        { echo "error: cannot create the worktree $W" >&2; exit 1; }
-    # not in git (a submodule upstream; see scripts/series.sh)
-    mkdir -p "$W/subprojects"
-    cp -a "$SRC/subprojects/keycodemapdb" "$W/subprojects/keycodemapdb"
-fi
+scripts/series.sh --queue libvirt worktree "$W" || exit 1
 commits=$(git -C "$SRC" rev-list --reverse upstream-base..HEAD)
 total=$(echo "$commits" | wc -w)
 i=0

@@ -4,15 +4,9 @@
 # patch builds on its own; then run the series' tests on the last one.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TOP=$PWD
 SRC=out/qemu-src
 W=out/qemu-bisect
-[ -d "$SRC/.git" ] || { echo "error: no $SRC: run 'make apply'" >&2; exit 1; }
-if [ ! -e "$W/.git" ]; then
-    git -C "$SRC" worktree prune
-    git -C "$SRC" worktree add -q --detach "$TOP/$W" debian-base ||
-        { echo "error: cannot create the worktree $W" >&2; exit 1; }
-fi
+scripts/series.sh worktree "$W" || exit 1
 commits=$(git -C "$SRC" rev-list --reverse debian-base..HEAD)
 total=$(echo "$commits" | wc -w)
 i=0

@@ -3,6 +3,9 @@
 #   series.sh [--queue qemu|libvirt] apply    create the tree (base commit), apply the patches (git am)
 #   series.sh [--queue qemu|libvirt] export   regenerate the patches from the commits on the base
 #   series.sh [--queue qemu|libvirt] check    fail, naming the difference, when the two disagree
+#   series.sh [--queue qemu|libvirt] worktree DIR
+#                                     a git worktree of the tree at DIR (detached at the base),
+#                                     with the base's untracked files (bisect-check*.sh)
 # Queues:  qemu     patches/          <-> out/qemu-src     (base: Debian's qemu 1:10.2.2+ds-1)
 #          libvirt  libvirt-patches/  <-> out/libvirt-src  (base: upstream libvirt 11.3.0)
 set -euo pipefail
@@ -12,8 +15,10 @@ DL=out/downloads
 QUEUE=qemu
 if [ "${1:-}" = --queue ]; then QUEUE=${2:-}; shift 2 || true; fi
 case "$QUEUE" in
-qemu)    SRC=out/qemu-src PATCHES=patches BASE_TAG=debian-base ;;
-libvirt) SRC=out/libvirt-src PATCHES=libvirt-patches BASE_TAG=upstream-base ;;
+# UNTRACKED: files of the base that are kept out of git (see create_base_libvirt)
+qemu)    SRC=out/qemu-src PATCHES=patches BASE_TAG=debian-base UNTRACKED="" ;;
+libvirt) SRC=out/libvirt-src PATCHES=libvirt-patches BASE_TAG=upstream-base
+         UNTRACKED=subprojects/keycodemapdb ;;
 *) echo "error: unknown queue '$QUEUE' (qemu or libvirt)" >&2; exit 1 ;;
 esac
 
@@ -107,7 +112,7 @@ create_base_libvirt() {
     # tree, which its syntax-check inspects (git ls-tree HEAD).
     commit_base "$tmp" "libvirt 11.3.0 release" devel@lists.libvirt.org \
         "libvirt 11.3.0 (release tarball libvirt_11.3.0.orig.tar.xz)" \
-        /build/ /subprojects/keycodemapdb/
+        /build/ "/$UNTRACKED/"
     mv "$tmp" "$SRC"
 }
 
@@ -224,9 +229,22 @@ cmd_check() {
     return $rc
 }
 
+cmd_worktree() {
+    local w=${1:?usage: $0 [--queue Q] worktree DIR} p
+    [ -d "$SRC/.git" ] || die "no $SRC: run 'make apply'"
+    [ -e "$w/.git" ] && return 0
+    g worktree prune
+    g worktree add -q --detach "$TOP/$w" "$BASE_TAG" || die "cannot create the worktree $w"
+    for p in $UNTRACKED; do
+        mkdir -p "$w/$(dirname "$p")"
+        cp -a "$SRC/$p" "$w/$p"
+    done
+}
+
 case "${1:-}" in
 apply) cmd_apply ;;
+worktree) cmd_worktree "${2:-}" ;;
 export) cmd_export ;;
 check) cmd_check ;;
-*) die "usage: $0 apply|export|check" ;;
+*) die "usage: $0 [--queue qemu|libvirt] apply|export|check|worktree DIR" ;;
 esac
