@@ -56,8 +56,8 @@ import sys
 import tempfile
 import time
 
-from mbtools import (QMP, grouped_bars_svg, stop, text_table, write_csv,
-                     write_markdown)
+from mbtools import (QMP, add_churn_args, grouped_bars_svg, stop,
+                     text_table, write_csv, write_markdown)
 
 MiB = 1 << 20
 RAM_SIZE = 2 << 30          # all below 4 GiB on pc and q35
@@ -599,17 +599,10 @@ def main():
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
     ap.add_argument("--server",
                     default="out/libvfio-user-build/samples/gpio-pci-idio-16")
-    ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
     ap.add_argument("--accel", action="append", choices=["tcg", "kvm"])
-    ap.add_argument("--setup", action="append", choices=list(SETUPS),
-                    help="run only these setups (default: all)")
-    ap.add_argument("--ovmf-dir", default=OVMF_DIR)
-    ap.add_argument("--csv")
-    ap.add_argument("--svg")
-    ap.add_argument("--markdown", help="write the table as Markdown here")
-    ap.add_argument("--tap", action="store_true",
-                    help="emit TAP: 0 removals with the default machine "
-                         "types, more than 0 without barriers")
+    add_churn_args(ap, SETUPS, OVMF_DIR,
+                   "emit TAP: 0 removals with the default machine types, "
+                   "more than 0 without barriers")
     opts = ap.parse_args()
 
     accels = opts.accel or ["tcg", "kvm"]

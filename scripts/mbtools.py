@@ -7,6 +7,19 @@ import subprocess
 import time
 
 
+def add_churn_args(ap, setups, ovmf_dir, tap_help):
+    """The options dma_churn.py and vhost_churn.py share: what to compare,
+    which setups, where OVMF is, where the results go, TAP."""
+    ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
+    ap.add_argument("--setup", action="append", choices=list(setups),
+                    help="run only these setups (default: all)")
+    ap.add_argument("--ovmf-dir", default=ovmf_dir)
+    ap.add_argument("--csv")
+    ap.add_argument("--svg")
+    ap.add_argument("--markdown", help="write the table as Markdown here")
+    ap.add_argument("--tap", action="store_true", help=tap_help)
+
+
 class Tap:
     """TAP output: check() prints one ok / not ok line; failed counts."""
 

@@ -61,8 +61,9 @@ import time
 from dma_churn import (FAMILY, OVMF_DIR, HostLimit, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import (QTestConn, connect_unix, grouped_bars_svg, stop,
-                     text_table, write_csv, write_markdown)
+from mbtools import (QTestConn, add_churn_args, connect_unix,
+                     grouped_bars_svg, stop, text_table, write_csv,
+                     write_markdown)
 
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
 # built by `make` (ninja target storage-daemon/qemu-storage-daemon)
@@ -386,16 +387,9 @@ def main():
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
     ap.add_argument("--qsd", default=QSD,
                     help="qemu-storage-daemon (the vhost-user-blk backend)")
-    ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
-    ap.add_argument("--setup", action="append", choices=list(SETUPS),
-                    help="run only these setups (default: all)")
-    ap.add_argument("--ovmf-dir", default=OVMF_DIR)
-    ap.add_argument("--csv")
-    ap.add_argument("--svg")
-    ap.add_argument("--markdown", help="write the table as Markdown here")
-    ap.add_argument("--tap", action="store_true",
-                    help="emit TAP: 0 removals with the default machine "
-                         "types, more than 0 without barriers (replay)")
+    add_churn_args(ap, SETUPS, OVMF_DIR,
+                   "emit TAP: 0 removals with the default machine types, "
+                   "more than 0 without barriers (replay)")
     opts = ap.parse_args()
 
     missing = []
