@@ -56,11 +56,12 @@ import sys
 import tempfile
 import time
 
-from mbtools import (QMP, add_churn_args, grouped_bars_svg, stop,
-                     text_table, write_csv, write_markdown)
+from mbtools import (GUEST_RAM, QMP, RAM_SIZE, page_label, GuestRam, HostLimit,
+                     add_churn_args, by_guest_ram,
+                     grouped_bars_svg, stop, text_table,
+                     write_csv, write_markdown)
 
 MiB = 1 << 20
-RAM_SIZE = 2 << 30          # all below 4 GiB on pc and q35
 RAM_ABOVE_1M = (MiB, RAM_SIZE)
 RAM_REGION = "mem"          # the memory backend's id: the RAM's region name
 BOOT_TIMEOUT = 300
@@ -92,10 +93,14 @@ IOMMU_DEVICE = {
     "amd-iommu": "amd-iommu,dma-remap=on",
 }
 FAMILY = {"pc": "pc-i440fx", "q35": "pc-q35"}
-
-
-class HostLimit(Exception):
-    """The host cannot run this configuration (reported as skipped)."""
+# Guest RAM backends (mbtools.GUEST_RAM) -> the setups that run on them:
+# every setup on 4 KiB pages; the firmware and machines without a vIOMMU on
+# 2 MiB hugepages; SeaBIOS q35 and Secure Boot on 1 GiB hugepages.
+MEMORY = {
+    "memfd": list(SETUPS),
+    "memfd-2M": ["pc", "q35", "q35-ovmf", "q35-ovmf-secboot"],
+    "memfd-1G": ["q35", "q35-ovmf-secboot"],
+}
 
 
 def log(msg):
@@ -337,8 +342,8 @@ def firmware_args(firmware, workdir, ovmf_dir):
                           else [SHELL_PROMPT])
 
 
-def machine_opts(cfg):
-    mopts = f"{cfg['machine_type']},memory-backend=mem"
+def machine_opts(cfg, ram):
+    mopts = cfg["machine_type"] + ram.machine_option()
     if cfg["firmware"] == "OVMF secboot":
         mopts += ",smm=on"
     if cfg["barriers"] is not None:
@@ -382,11 +387,12 @@ def connect_qmp(qemu_proc, path, err, timeout=30):
         qemu_failed(err)
 
 
-def wait_boot(qemu_proc, qmp, watch, ends, err):
+def wait_boot(qemu_proc, qmp, watch, ends, err, check=None):
     """Wait for an end-of-boot marker in `watch`; returns the seconds
     since QEMU started.  Presses ESC at the UEFI shell's startup.nsh
     countdown.  A guest stopped on an internal error (a KVM that cannot
-    run this firmware) ends the wait at once."""
+    run this firmware) ends the wait at once; so does check() raising
+    (a device's peer that failed)."""
     start = time.time()
     esc_sent = False
     while True:
@@ -396,6 +402,8 @@ def wait_boot(qemu_proc, qmp, watch, ends, err):
         if not esc_sent and b"startup.nsh" in out:
             qmp.cmd("send-key", keys=[{"type": "qcode", "data": "esc"}])
             esc_sent = True
+        if check:
+            check()
         if qemu_proc.poll() is not None:
             raise RuntimeError("QEMU exited before the end of boot: " +
                                open(err).read().strip())
@@ -412,7 +420,9 @@ def wait_boot(qemu_proc, qmp, watch, ends, err):
 
 
 def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
-    """Boot the firmware to its end with a vfio-user device; count churn."""
+    """Boot the firmware to its end with a vfio-user device; count churn.
+    Also counts the DMA regions the server could not mmap() (a region
+    whose fd offset the fd's page size refuses)."""
     sock = os.path.join(workdir, "vfio-user.sock")
     qmp_path = os.path.join(workdir, "qmp.sock")
     trace = os.path.join(workdir, "trace.log")
@@ -435,10 +445,10 @@ def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
                                    f"(log: {srv_log})")
             time.sleep(0.02)
 
-        args = [qemu, "-machine", machine_opts(cfg), "-accel", accel,
-                "-m", "2G",
-                "-object", "memory-backend-memfd,id=mem,size=2G,share=on",
-                "-display", "none", "-nodefaults"] + fw_args
+        ram = GuestRam(cfg["memory"])
+        args = [qemu, "-machine", machine_opts(cfg, ram), "-accel", accel,
+                "-m", "2G"] + ram.args() + \
+            ["-display", "none", "-nodefaults"] + fw_args
         if cfg["iommu"]:
             # before the device, which must sit behind it (on pcie.0)
             args += ["-device", IOMMU_DEVICE[cfg["iommu"]]]
@@ -496,15 +506,19 @@ def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
         "memslot": slots if accel == "kvm" else None,
         "memslots_steady": live if accel == "kvm" else None,
         "dma_maps": live_dma_regions(srv_text),
+        "map_failures": srv_text.count("failed to memory map DMA region"),
         "boot_s": round(boot, 2),
     }
 
 
-def configs(patched, unpatched, setups):
-    """One dict per row: setup, machine, firmware, iommu, label, binary,
-    machine type, barriers, expect ("zero", "churn" or "any")."""
+def configs(patched, unpatched, setups, memories=("memfd",)):
+    """One dict per row: setup, machine, firmware, iommu, guest RAM
+    backend, label, binary, machine type, barriers, expect ("zero",
+    "churn" or "any").  A vfio-user peer maps every section QEMU sends, so
+    the expectations do not depend on the backend's page size."""
     out = []
-    for name in setups:
+    for memory, name in [(m, n) for m in memories for n in setups
+                         if n in MEMORY[m]]:
         kind, firmware, iommu, churns, off_row = SETUPS[name]
         fam = FAMILY[kind]
         rows = []
@@ -527,7 +541,8 @@ def configs(patched, unpatched, setups):
                      "churn" if churns else "any"))
         for label, binary, mtype, barriers, expect in rows:
             out.append({"setup": name, "machine": kind, "firmware": firmware,
-                        "iommu": iommu, "configuration": label,
+                        "iommu": iommu, "memory": memory,
+                        "configuration": label,
                         "binary": binary, "machine_type": mtype,
                         "barriers": barriers, "expect": expect})
     return out
@@ -541,9 +556,10 @@ def human(n):
 
 
 def group_of(r):
-    """Chart group: machine (+IOMMU), firmware, accelerator."""
+    """Chart group: machine (+IOMMU), firmware, accelerator, page size."""
     return (r["machine"] + (f" + {r['iommu']}" if r["iommu"] else ""),
-            f"{r['firmware']} / {r['accel']}")
+            f"{r['firmware']} / {r['accel']}",
+            page_label(GUEST_RAM[r["memory"]][1]) + " pages")
 
 
 def write_svg(rows, path):
@@ -614,22 +630,27 @@ def main():
         log(n)
 
     rows = []
+    memories = opts.memory or list(MEMORY)
     plan = [(a, c) for a in accels
             for c in configs(opts.qemu, opts.unpatched,
-                             opts.setup or list(SETUPS))]
+                             opts.setup or list(SETUPS), memories)]
     if opts.tap:
         print(f"1..{len(plan) + (1 if notes else 0)}", flush=True)
     skipped = []
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="dma-churn-") as tmp:
-        for i, (accel, cfg) in enumerate(plan, 1):
+        for i, (accel, cfg), _, skip in by_guest_ram(
+                plan, lambda p: p[1]["memory"]):
             what = (f"{cfg['machine_type']} {cfg['firmware']}"
                     + (f" {cfg['iommu']}" if cfg["iommu"] else "")
-                    + f" {accel}: {cfg['configuration']}")
+                    + f" {accel} {GUEST_RAM[cfg['memory']][0]}: "
+                    + cfg["configuration"])
             log(f"[{i}/{len(plan)}] {what} ...")
             workdir = os.path.join(tmp, str(i))
             os.makedirs(workdir)
             try:
+                if skip:
+                    raise HostLimit(skip)
                 r = run_one(cfg["binary"], opts.server, cfg, accel, workdir,
                             opts.ovmf_dir)
             except HostLimit as e:
@@ -649,12 +670,13 @@ def main():
                 rows.append(None)
                 continue
             r.update(accel=accel, **{k: cfg[k] for k in (
-                "setup", "machine", "firmware", "iommu", "configuration",
-                "machine_type")})
+                "setup", "machine", "firmware", "iommu", "memory",
+                "configuration", "machine_type")})
             rows.append(r)
             log(f"    {r['removals']} removals, {human(r['bytes'])} unmapped"
                 f" outside TSEG, {r['tseg'] if r['tseg'] is not None else '-'}"
-                f" in TSEG, boot in {r['boot_s']} s; device AS "
+                f" in TSEG, {r['map_failures']} DMA regions the server "
+                f"could not map, boot in {r['boot_s']} s; device AS "
                 f"{r['device_as_note']}"
                 + (f", barriers {r['device_as_barriers']}"
                    if r["device_as_barriers"] else "")
@@ -670,20 +692,21 @@ def main():
     if skipped:
         notes.append(f"skipped {len(skipped)} runs this host cannot do "
                      "(its KVM: OVMF stops on an internal error, no SMM "
-                     "for secure boot)" if all(" kvm: " in s for s in skipped)
+                     "for secure boot)" if all(" kvm " in s for s in skipped)
                      else f"skipped {len(skipped)} runs this host cannot do"
                      " (see the log)")
 
     done = [r for r in rows if r]
-    header = ["machine", "firmware", "iommu", "accel", "configuration",
-              "removals", "bytes unmapped", "TSEG", "trace", "memslot",
-              "DMA maps", "slots", "boot s"]
-    table = [[r["machine"], r["firmware"], r["iommu"] or "-", r["accel"],
+    header = ["machine", "firmware", "iommu", "memory", "accel",
+              "configuration", "removals", "bytes unmapped", "TSEG", "trace",
+              "memslot", "DMA maps", "map failed", "slots", "boot s"]
+    table = [[r["machine"], r["firmware"], r["iommu"] or "-",
+              page_label(GUEST_RAM[r["memory"]][1]), r["accel"],
               r["configuration"], str(r["removals"]), human(r["bytes"]),
               "-" if r["tseg"] is None else str(r["tseg"]),
               "-" if r["trace"] is None else str(r["trace"]),
               "-" if r["memslot"] is None else per_as(r["memslot"]),
-              str(r["dma_maps"]),
+              str(r["dma_maps"]), str(r["map_failures"]),
               "-" if r["memslots_steady"] is None
               else per_as(r["memslots_steady"]),
               f"{r['boot_s']:.1f}"] for r in done]
@@ -696,21 +719,23 @@ def main():
           "address_space_topology_del events\nfor it in the device's "
           "address space; memslot: KVM memory slots over it deleted, per "
           "KVM address space;\nDMA maps: DMA regions the device has mapped "
-          "after the boot; slots: KVM memory slots after the boot, per "
+          "after the boot; map failed: DMA regions the server could not "
+          "mmap();\nmemory: guest RAM page size (memfd); slots: KVM memory slots after the boot, per "
           "KVM address space", file=out)
     for n in notes:
         print(n, file=out)
 
     if opts.csv:
         write_csv(opts.csv,
-                  ["machine", "machine_type", "firmware", "iommu", "accel",
-                   "configuration", "removals", "bytes_unmapped",
+                  ["machine", "machine_type", "firmware", "iommu", "memory",
+                   "accel", "configuration", "removals", "bytes_unmapped",
                    "tseg_removals", "tseg_window", "trace_removals",
                    "device_as", "device_as_barriers", "memslot_removals",
                    "memslot_removals_per_as", "dma_maps_after_boot",
-                   "memslots_after_boot_per_as", "post_seconds"],
+                   "memslots_after_boot_per_as", "dma_map_failures",
+                   "post_seconds"],
                   [[r["machine"], r["machine_type"], r["firmware"],
-                    r["iommu"], r["accel"], r["configuration"],
+                    r["iommu"], r["memory"], r["accel"], r["configuration"],
                     r["removals"], r["bytes"], r["tseg"],
                     "%#x-%#x" % r["tseg_window"] if r["tseg_window"]
                     else None,
@@ -721,7 +746,7 @@ def main():
                     r["dma_maps"],
                     None if r["memslots_steady"] is None
                     else per_as(r["memslots_steady"]),
-                    r["boot_s"]] for r in done])
+                    r["map_failures"], r["boot_s"]] for r in done])
     if opts.svg and done:
         write_svg(done, opts.svg)
     if opts.markdown:

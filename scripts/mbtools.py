@@ -1,10 +1,183 @@
 """Small helpers shared by the harness's Python scripts."""
 
+import contextlib
 import csv
 import json
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+
+GiB = 1 << 30
+
+
+class HostLimit(Exception):
+    """The host cannot run this configuration (reported as skipped)."""
+
+
+# Guest RAM backends, the memory dimension of the end-to-end tests:
+# name -> (label, hugepage size in KiB or None for the base page,
+#          NUMA nodes).  2 GiB of guest RAM, all below 4 GiB on pc and q35.
+# One node: memory-backend-memfd "mem"; two nodes: two memory-backend-file
+# objects on hugetlbfs (mem0, mem1: 1 GiB each, node 1 at 1 GiB).
+GUEST_RAM = {
+    "memfd": ("memfd 4 KiB", None, 1),
+    "memfd-2M": ("memfd hugetlb 2 MiB", 2048, 1),
+    "memfd-1G": ("memfd hugetlb 1 GiB", 1048576, 1),
+    "file-2M-numa": ("hugetlbfs file 2 MiB, 2 NUMA nodes", 2048, 2),
+}
+RAM_SIZE = 2 * GiB
+HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-{}kB/{}"
+
+
+def page_label(kb):
+    return "4 KiB" if kb is None else \
+        (f"{kb >> 20} GiB" if kb >= 1 << 20 else f"{kb >> 10} MiB")
+
+
+def ram_short(name):
+    """A table's label of a GUEST_RAM backend: "2 MiB", "2 MiB, 2 nodes"."""
+    _, kb, nodes = GUEST_RAM[name]
+    return page_label(kb) + (f" file, {nodes} nodes" if nodes > 1 else "")
+
+
+def _hugepages(kb, what, value=None):
+    path = HUGEPAGES.format(kb, what)
+    if value is None:
+        with open(path) as f:
+            return int(f.read())
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+@contextlib.contextmanager
+def hugepages(kb, count):
+    """At least `count` free hugepages of `kb` KiB while the block runs;
+    the pool goes back to its size before.  Raises HostLimit, with the
+    reason, when this host cannot reserve them."""
+    size = page_label(kb)
+    if not os.path.exists(HUGEPAGES.format(kb, "nr_hugepages")):
+        raise HostLimit(f"this host's kernel has no {size} hugepages")
+    before = _hugepages(kb, "nr_hugepages")
+    need = max(0, count - _hugepages(kb, "free_hugepages"))
+    try:
+        if need:
+            try:
+                _hugepages(kb, "nr_hugepages", before + need)
+            except OSError as e:
+                raise HostLimit(f"cannot reserve {count} {size} hugepages: "
+                                f"{e.strerror}") from None
+        free = _hugepages(kb, "free_hugepages")
+        if free < count:
+            raise HostLimit(f"the host reserved {free} of the {count} "
+                            f"{size} hugepages needed (memory "
+                            "fragmented or short)")
+        yield
+    finally:
+        if need:
+            _hugepages(kb, "nr_hugepages", before)
+
+
+@contextlib.contextmanager
+def hugetlbfs(kb):
+    """A private hugetlbfs mount with `kb` KiB pages: its path."""
+    path = tempfile.mkdtemp(prefix="mb-hugetlbfs-")
+    r = subprocess.run(["mount", "-t", "hugetlbfs", "-o", f"pagesize={kb}K",
+                        "mb-hugetlbfs", path], capture_output=True, text=True)
+    if r.returncode:
+        os.rmdir(path)
+        raise HostLimit("cannot mount hugetlbfs: " +
+                        (r.stderr.strip() or f"mount exited {r.returncode}"))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", path], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def guest_ram_pool(name):
+    """What guest RAM `name` needs from the host, for every run in the
+    block: hugepages reserved (2 GiB of them), hugetlbfs mounted for the
+    file backends.  Yields the mount (or None)."""
+    _, kb, nodes = GUEST_RAM[name]
+    if kb is None:
+        yield None
+        return
+    with hugepages(kb, RAM_SIZE // (kb << 10)):
+        if nodes > 1:
+            with hugetlbfs(kb) as mnt:
+                yield mnt
+        else:
+            yield None
+
+
+def by_guest_ram(plan, memory_of):
+    """Iterate over `plan` grouped by guest RAM backend (memory_of(item)),
+    holding each backend's guest_ram_pool() while its items run.  Yields
+    (number from 1, item, hugetlbfs mount or None, skip): skip is the
+    reason the host could not provide the pool (HostLimit), else None."""
+    order = list(dict.fromkeys(memory_of(it) for it in plan))
+    plan = sorted(plan, key=lambda it: order.index(memory_of(it)))
+    i = 0
+    for mem in order:
+        items = [it for it in plan if memory_of(it) == mem]
+        with contextlib.ExitStack() as stack:
+            try:
+                mount, skip = stack.enter_context(guest_ram_pool(mem)), None
+            except HostLimit as e:
+                mount, skip = None, f"{GUEST_RAM[mem][0]}: {e}"
+            for it in items:
+                i += 1
+                yield i, it, mount, skip
+
+
+class GuestRam:
+    """The QEMU options of one guest RAM backend, for one run, and how to
+    tell its memory in a peer's mappings: fds (a path fragment, as strace
+    -y and /proc/PID/maps show it) and the guest physical address at their
+    offset 0."""
+
+    def __init__(self, name, mount=None, tag="guest"):
+        self.name = name
+        self.label, self.kb, self.nodes = GUEST_RAM[name]
+        self.files = []
+        if self.nodes > 1:
+            self.files = [os.path.join(mount, f"{tag}-node{i}")
+                          for i in range(self.nodes)]
+
+    def args(self):
+        """-object (and -numa) options; the machine option is
+        machine_option()."""
+        if self.nodes == 1:
+            opts = f"memory-backend-memfd,id=mem,size={RAM_SIZE},share=on"
+            if self.kb:
+                opts += f",hugetlb=on,hugetlbsize={self.kb << 10}"
+            return ["-object", opts]
+        args = []
+        for i, f in enumerate(self.files):
+            args += ["-object", f"memory-backend-file,id=mem{i},"
+                     f"size={RAM_SIZE // self.nodes},share=on,mem-path={f}",
+                     "-numa", f"node,nodeid={i},memdev=mem{i}"]
+        return args
+
+    def machine_option(self):
+        return ",memory-backend=mem" if self.nodes == 1 else ""
+
+    def fd_bases(self):
+        """{path fragment: guest physical address of its offset 0}"""
+        if self.nodes == 1:
+            return {"memfd:": 0}
+        return {f: i * (RAM_SIZE // self.nodes)
+                for i, f in enumerate(self.files)}
+
+    def cleanup(self):
+        """Give the pages of the files back (hugetlbfs keeps them)."""
+        for f in self.files:
+            if os.path.exists(f):
+                os.unlink(f)
 
 
 def add_churn_args(ap, setups, ovmf_dir, tap_help):
@@ -13,6 +186,8 @@ def add_churn_args(ap, setups, ovmf_dir, tap_help):
     ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
     ap.add_argument("--setup", action="append", choices=list(setups),
                     help="run only these setups (default: all)")
+    ap.add_argument("--memory", action="append", choices=list(GUEST_RAM),
+                    help="guest RAM backends to run on (default: all)")
     ap.add_argument("--ovmf-dir", default=ovmf_dir)
     ap.add_argument("--csv")
     ap.add_argument("--svg")

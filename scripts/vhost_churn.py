@@ -58,11 +58,13 @@ import sys
 import tempfile
 import time
 
-from dma_churn import (FAMILY, OVMF_DIR, HostLimit, classify, connect_qmp,
+from dma_churn import (FAMILY, OVMF_DIR, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import (QTestConn, add_churn_args, connect_unix,
-                     grouped_bars_svg, stop, text_table, write_csv,
+from mbtools import (GUEST_RAM, GuestRam, HostLimit, QTestConn,
+                     add_churn_args, connect_unix, grouped_bars_svg,
+                     by_guest_ram, ram_short, stop, text_table,
+                     write_csv,
                      write_markdown)
 
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
@@ -71,6 +73,7 @@ QSD = "out/qemu-src/build/storage-daemon/qemu-storage-daemon"
 IMAGE_SIZE = 64 << 20
 PAM_REGS = {"pc": range(0x59, 0x60), "q35": range(0x90, 0x97)}
 PAM_REPLAY = (0x00, 0x33, 0x11)
+SEABIOS_DISK_READ = b"Boot failed: not a bootable disk"
 
 # name -> (machine kind, firmware, whether "merge-barriers=" rows run)
 SETUPS = {
@@ -118,12 +121,16 @@ def strace_calls(text):
         yield ts, call
 
 
-def parse_strace(text, phases=(None,), tseg=None, fd_path="memfd:"):
-    """The backend's munmap()s of its guest memfd mappings, per phase:
-    phases are end times (None: the end of the log).  Returns one dict per
-    phase: removals outside TSEG, their bytes outside TSEG ("bytes"),
-    removals inside TSEG only ("tseg"), all unmaps of guest memfd mappings
-    ("unmapped") and the live mappings at its end ("live")."""
+def parse_strace(text, phases=(None,), tseg=None, fd_bases=None):
+    """The backend's munmap()s of its guest memory mappings, per phase:
+    phases are end times (None: the end of the log).  fd_bases maps a
+    fragment of the guest memory fds' paths to the guest physical address
+    at their offset 0 (GuestRam.fd_bases(); default: one memfd at 0).
+    Returns one dict per phase: removals outside TSEG, their bytes outside
+    TSEG ("bytes"), removals inside TSEG only ("tseg"), all unmaps of
+    guest memory mappings ("unmapped") and the live mappings at its end
+    ("live")."""
+    fd_bases = fd_bases or {"memfd:": 0}
     maps = {}
     out = []
     cur = dict(removals=0, bytes=0, tseg=0, unmapped=0)
@@ -142,8 +149,10 @@ def parse_strace(text, phases=(None,), tseg=None, fd_path="memfd:"):
             break
         m = MMAP_RE.match(call)
         if m:
-            if m.group(3) and fd_path in m.group(3):
-                maps[int(m.group(5), 16)] = (int(m.group(4), 16),
+            base = next((b for frag, b in fd_bases.items()
+                         if m.group(3) and frag in m.group(3)), None)
+            if base is not None:
+                maps[int(m.group(5), 16)] = (base + int(m.group(4), 16),
                                              int(m.group(1)))
             continue
         m = MUNMAP_RE.match(call)
@@ -151,9 +160,9 @@ def parse_strace(text, phases=(None,), tseg=None, fd_path="memfd:"):
             addr = int(m.group(1), 16)
             if addr not in maps:
                 continue
-            offset, size = maps.pop(addr)
+            gpa, size = maps.pop(addr)
             cur["unmapped"] += 1
-            where, n = classify(offset, offset + size, tseg)
+            where, n = classify(gpa, gpa + size, tseg)
             if where == "outside":
                 cur["removals"] += 1
                 cur["bytes"] += n
@@ -165,10 +174,10 @@ def parse_strace(text, phases=(None,), tseg=None, fd_path="memfd:"):
     return out
 
 
-def memfd_mappings(pid):
-    """Live mappings of a memfd in /proc/PID/maps."""
+def guest_mappings(pid, fragments):
+    """Live mappings of the guest memory fds in /proc/PID/maps."""
     with open(f"/proc/{pid}/maps") as f:
-        return sum(1 for line in f if "/memfd:" in line)
+        return sum(1 for line in f if any(fr in line for fr in fragments))
 
 
 def start_backend(qsd, workdir):
@@ -229,21 +238,44 @@ def trace_size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR):
+def backend_failure(backend, workdir):
+    """What went wrong with the backend, or None while it is up and well:
+    libvhost-user reports a broken device with vu_panic and drops it."""
+    text = open(os.path.join(workdir, "qsd.log"), errors="replace").read()
+    bad = [line for line in text.splitlines()
+           if "vu_panic" in line or "error" in line.lower()]
+    if bad:
+        return "; ".join(bad[:3])
+    if backend.poll() is not None:
+        return f"qemu-storage-daemon exited ({backend.returncode})"
+    return None
+
+
+def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR, mount=None):
     """Boot the firmware to its end with a vhost-user-blk device, then
-    replay the PAM programming; count both phases."""
+    replay the PAM programming; count both phases, and check that the
+    device worked: the firmware reached its end of boot (SeaBIOS after
+    reading the disk's first sector through the device), the backend
+    stayed up through both phases, and QEMU reported no vhost error."""
     qmp_path = os.path.join(workdir, "qmp.sock")
     qtest_path = os.path.join(workdir, "qtest.sock")
     trace = os.path.join(workdir, "trace.log")
     err = os.path.join(workdir, "qemu.err")
+    ram = GuestRam(cfg["memory"], mount, tag=os.path.basename(workdir))
     fw_args, watch, ends = firmware_args(cfg["firmware"], workdir, ovmf_dir)
     backend, sock, qsd_pid = start_backend(qsd, workdir)
     qemu_proc = None
+    fragments = list(ram.fd_bases())
+
+    def backend_check():
+        failure = backend_failure(backend, workdir)
+        if failure:
+            raise RuntimeError(failure)
+
     try:
-        args = [qemu, "-machine", machine_opts(cfg), "-accel", "tcg",
-                "-m", "2G",
-                "-object", "memory-backend-memfd,id=mem,size=2G,share=on",
-                "-display", "none", "-nodefaults"] + fw_args
+        args = [qemu, "-machine", machine_opts(cfg, ram), "-accel", "tcg",
+                "-m", "2G"] + ram.args() + \
+            ["-display", "none", "-nodefaults"] + fw_args
         args += ["-chardev", f"socket,id=vu,path={sock}",
                  "-device",
                  "vhost-user-blk-pci,chardev=vu,disable-legacy=on,bootindex=1",
@@ -254,24 +286,28 @@ def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR):
             qemu_proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                          stderr=errf)
         qmp = connect_qmp(qemu_proc, qmp_path, err)
-        boot = wait_boot(qemu_proc, qmp, watch, ends, err)
+        boot = wait_boot(qemu_proc, qmp, watch, ends, err,
+                         check=backend_check)
         # The backend answers every memory-table message before QEMU goes
         # on (REPLY_ACK), and QEMU's log is flushed line by line: what the
         # backend did so far belongs to the boot.
         t_boot, n_boot = time.time(), trace_size(trace)
-        regions_boot = memfd_mappings(qsd_pid)
+        regions_boot = guest_mappings(qsd_pid, fragments)
+        alive_boot = backend_failure(backend, workdir)
         tseg = tseg_window(qmp, cfg["machine"])
         qt = QTestConn(connect_unix(qtest_path, timeout=30))
         replay_pam(qt, cfg["machine"])
         qt.close()
         t_replay, n_replay = time.time(), trace_size(trace)
-        regions_replay = memfd_mappings(qsd_pid)
+        regions_replay = guest_mappings(qsd_pid, fragments)
+        alive_replay = backend_failure(backend, workdir)
         qmp.cmd("quit")
         qmp.close()
         qemu_proc.wait(timeout=30)
     finally:
         stop(qemu_proc, 5)
         stop_backend(backend, qsd_pid)
+        ram.cleanup()
 
     text = open(trace, "rb").read()
     msgs = [parse_vhost_writes(text[:n_boot].decode(errors="replace")),
@@ -279,28 +315,52 @@ def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR):
                                .decode(errors="replace"))]
     unmaps = parse_strace(open(os.path.join(workdir, "strace.log"),
                                errors="replace").read(),
-                          (t_boot, t_replay), tseg)
-    r = {"boot_s": round(boot, 2), "tseg_window": tseg}
-    for phase, m, u, regions in (("boot", msgs[0], unmaps[0], regions_boot),
-                                 ("replay", msgs[1], unmaps[1],
-                                  regions_replay)):
+                          (t_boot, t_replay), tseg, ram.fd_bases())
+    fw_out = open(watch, "rb").read()
+    qemu_errors = [line for line in open(err, errors="replace")
+                   .read().splitlines() if "vhost" in line.lower()]
+    r = {"boot_s": round(boot, 2), "tseg_window": tseg,
+         # SeaBIOS read the disk's first sector through the device (an
+         # empty image: no boot signature); OVMF: end of boot reached
+         "disk_read": (SEABIOS_DISK_READ in fw_out
+                       if cfg["firmware"] == "SeaBIOS" else None),
+         "qemu_errors": qemu_errors}
+    for phase, m, u, regions, failure in (
+            ("boot", msgs[0], unmaps[0], regions_boot, alive_boot),
+            ("replay", msgs[1], unmaps[1], regions_replay, alive_replay)):
         r[phase] = {
             "set": m.get(SET_MEM_TABLE, 0), "add": m.get(ADD_MEM_REG, 0),
             "rem": m.get(REM_MEM_REG, 0),
             "removals": u["removals"], "bytes": u["bytes"],
             "tseg": u["tseg"] if tseg else None,
             "unmapped": u["unmapped"], "regions": regions,
-            "regions_strace": u["live"],
+            "regions_strace": u["live"], "backend_failure": failure,
         }
     return r
 
 
-def configs(patched, unpatched, setups):
-    """Rows; expect_boot / expect_replay: "zero", "churn" or "any"."""
+# Guest RAM backends (mbtools.GUEST_RAM) -> the setups that run on them.
+MEMORY = {
+    "memfd": list(SETUPS),
+    "memfd-2M": list(SETUPS),
+    "memfd-1G": ["q35", "q35-ovmf-secboot"],
+    "file-2M-numa": ["q35"],
+}
+
+
+def configs(patched, unpatched, setups, memories=("memfd",)):
+    """Rows; expect_boot / expect_replay: "zero", "churn" or "any".
+
+    On hugepages vhost-user maps whole pages: the PAM changes below 1 MiB
+    all fall inside the first page, and the region that covers it never
+    changes, with barriers or without; the replay must remove nothing
+    anywhere.  On 4 KiB pages, the replay must churn without barriers."""
     out = []
-    for name in setups:
+    for memory, name in [(m, n) for m in memories for n in setups
+                         if n in MEMORY[m]]:
         kind, firmware, off_row = SETUPS[name]
         fam = FAMILY[kind]
+        churn = "churn" if GUEST_RAM[memory][1] is None else "zero"
         rows = []
         if unpatched:
             rows.append(("unpatched 10.2.2", unpatched, f"{fam}-10.2", None,
@@ -312,14 +372,15 @@ def configs(patched, unpatched, setups):
         # type); the replay must.
         if off_row:
             rows.append(("patched, merge-barriers= (off)", patched,
-                         f"{fam}-10.2", "", "any", "churn"))
+                         f"{fam}-10.2", "", "any", churn))
         rows.append(("patched, 10.1 type", patched, f"{fam}-10.1", None,
-                     "any", "churn"))
+                     "any", churn))
         for label, binary, mtype, barriers, e_boot, e_replay in rows:
             out.append({"setup": name, "machine": kind, "firmware": firmware,
-                        "configuration": label, "binary": binary,
-                        "machine_type": mtype, "barriers": barriers,
-                        "expect_boot": e_boot, "expect_replay": e_replay})
+                        "memory": memory, "configuration": label,
+                        "binary": binary, "machine_type": mtype,
+                        "barriers": barriers, "expect_boot": e_boot,
+                        "expect_replay": e_replay})
     return out
 
 
@@ -334,6 +395,18 @@ def tap_checks(cfg, r):
         p = r[phase]
         problems = []
         n = p["removals"]
+        # The device works: started, the backend up, no vhost error.
+        if p["backend_failure"]:
+            problems.append(p["backend_failure"])
+        if phase == "boot":
+            if not p["set"] and not p["add"]:
+                problems.append("the device was never started (no memory "
+                                "table sent)")
+            if r["disk_read"] is False:
+                problems.append("SeaBIOS did not read the disk through "
+                                "the device")
+            if r["qemu_errors"]:
+                problems.append("QEMU: " + "; ".join(r["qemu_errors"][:3]))
         if expect == "zero" and n:
             problems.append(f"the backend unmapped guest RAM above 1 MiB "
                             f"{n} times, expected 0")
@@ -363,18 +436,30 @@ def tap_checks(cfg, r):
     return out
 
 
+def works(r):
+    """"yes", or what failed: the backend, the disk read, QEMU."""
+    bad = [r[p]["backend_failure"] for p in ("boot", "replay")
+           if r[p]["backend_failure"]]
+    if r["disk_read"] is False:
+        bad.append("no disk read")
+    bad += r["qemu_errors"][:1]
+    return "; ".join(bad) if bad else "yes"
+
+
 def write_svg(rows, path):
     """Grouped bars: the backend's removals of guest RAM above 1 MiB during
     the boot and during the PAM replay."""
     labels = list(dict.fromkeys(r["configuration"] for r in rows))
-    groups = list(dict.fromkeys(
-        (f"{r['machine']} / {r['firmware']}", caption)
-        for r in rows for caption in ("boot", "PAM replay")))
+    def where(r):
+        return f"{r['machine']} / {r['firmware']}", ram_short(r["memory"])
+
+    groups = list(dict.fromkeys(where(r) + (caption,) for r in rows
+                                for caption in ("boot", "PAM replay")))
 
     def value(g, label):
-        phase = "boot" if g[1] == "boot" else "replay"
+        phase = "boot" if g[2] == "boot" else "replay"
         return next((r[phase]["removals"] for r in rows
-                     if f"{r['machine']} / {r['firmware']}" == g[0]
+                     if where(r) == g[:2]
                      and r["configuration"] == label), None)
 
     grouped_bars_svg(path, "vhost-user backend (qemu-storage-daemon): "
@@ -406,22 +491,25 @@ def main():
             print("1..1\nnot ok 1 " + "; ".join(missing))
         return 1
 
-    plan = configs(opts.qemu, opts.unpatched, opts.setup or list(SETUPS))
+    plan = configs(opts.qemu, opts.unpatched, opts.setup or list(SETUPS),
+                   opts.memory or list(MEMORY))
     if opts.tap:
         print(f"1..{2 * len(plan)}", flush=True)
     rows = []
     notes = []
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="vhost-churn-") as tmp:
-        for i, cfg in enumerate(plan, 1):
-            what = (f"{cfg['machine_type']} {cfg['firmware']}: "
-                    f"{cfg['configuration']}")
+        for i, cfg, mount, skip in by_guest_ram(plan, lambda c: c["memory"]):
+            what = (f"{cfg['machine_type']} {cfg['firmware']} "
+                    f"{GUEST_RAM[cfg['memory']][0]}: {cfg['configuration']}")
             log(f"[{i}/{len(plan)}] {what} ...")
             workdir = os.path.join(tmp, str(i))
             os.makedirs(workdir)
             try:
+                if skip:
+                    raise HostLimit(skip)
                 r = run_one(cfg["binary"], opts.qsd, cfg, workdir,
-                            opts.ovmf_dir)
+                            opts.ovmf_dir, mount)
             except HostLimit as e:
                 log(f"    skipped: {e}")
                 notes.append(f"skipped {what}: {e}")
@@ -443,7 +531,8 @@ def main():
                 rows.append(None)
                 continue
             r.update({k: cfg[k] for k in ("setup", "machine", "firmware",
-                                          "configuration", "machine_type")})
+                                          "memory", "configuration",
+                                          "machine_type")})
             rows.append(r)
             for phase in ("boot", "replay"):
                 p = r[phase]
@@ -462,18 +551,20 @@ def main():
     log(f"{len(plan)} runs in {time.time() - t0:.0f} s")
 
     done = [r for r in rows if r]
-    header = ["machine", "firmware", "configuration", "SET_MEM_TABLE",
-              "ADD_MEM_REG", "REM_MEM_REG", "removals", "bytes unmapped",
-              "TSEG", "regions", "replay: REM_MEM_REG", "replay: removals",
-              "replay: regions", "boot s"]
-    table = [[r["machine"], r["firmware"], r["configuration"],
+    header = ["machine", "firmware", "memory", "configuration",
+              "SET_MEM_TABLE", "ADD_MEM_REG", "REM_MEM_REG", "removals",
+              "bytes unmapped", "TSEG", "regions", "replay: REM_MEM_REG",
+              "replay: removals", "replay: regions", "device works",
+              "boot s"]
+    table = [[r["machine"], r["firmware"], ram_short(r["memory"]),
+              r["configuration"],
               str(r["boot"]["set"]), str(r["boot"]["add"]),
               str(r["boot"]["rem"]), str(r["boot"]["removals"]),
               human(r["boot"]["bytes"]),
               "-" if r["boot"]["tseg"] is None else str(r["boot"]["tseg"]),
               str(r["boot"]["regions"]), str(r["replay"]["rem"]),
               str(r["replay"]["removals"]), str(r["replay"]["regions"]),
-              f"{r['boot_s']:.1f}"] for r in done]
+              works(r), f"{r['boot_s']:.1f}"] for r in done]
     out = sys.stderr if opts.tap else sys.stdout
     print("", file=out)
     print(text_table(header, table), file=out)
@@ -493,15 +584,17 @@ def main():
         keys = ["set", "add", "rem", "removals", "bytes", "tseg",
                 "unmapped", "regions"]
         write_csv(opts.csv,
-                  ["machine", "machine_type", "firmware", "configuration",
-                   "tseg_window"] + [f"boot_{c}" for c in cols]
-                  + [f"replay_{c}" for c in cols] + ["boot_seconds"],
+                  ["machine", "machine_type", "firmware", "memory",
+                   "configuration", "tseg_window"] + [f"boot_{c}" for c in cols]
+                  + [f"replay_{c}" for c in cols]
+                  + ["device_works", "boot_seconds"],
                   [[r["machine"], r["machine_type"], r["firmware"],
-                    r["configuration"],
+                    r["memory"], r["configuration"],
                     "%#x-%#x" % r["tseg_window"] if r["tseg_window"]
                     else None]
                    + [r["boot"][k] for k in keys]
-                   + [r["replay"][k] for k in keys] + [r["boot_s"]]
+                   + [r["replay"][k] for k in keys]
+                   + [works(r), r["boot_s"]]
                    for r in done])
     if opts.svg and done:
         write_svg(done, opts.svg)

@@ -205,6 +205,27 @@ def strace_phases():
     return got == want, f"{got}"
 
 
+STRACE_NUMA = """\
+100  1000.000001 mmap(NULL, 1073741824, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_NORESERVE, 14</tmp/h/1-node0>, 0) = 0x7f0000000000
+100  1000.000002 mmap(NULL, 1073741824, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_NORESERVE, 15</tmp/h/1-node1>, 0) = 0x7e0000000000
+100  2000.000001 munmap(0x7f0000000000, 1073741824) = 0
+100  2000.000002 munmap(0x7e0000000000, 1073741824) = 0
+"""
+
+
+@test
+def strace_numa_files():
+    """Two NUMA nodes on hugetlbfs files: node 1's offset 0 is guest
+    address 1 GiB, so unmapping it removes RAM up to the TSEG window and
+    the TSEG window; node 0's mapping is RAM above 1 MiB too."""
+    bases = {"/tmp/h/1-node0": 0, "/tmp/h/1-node1": 1 << 30}
+    got = vc.parse_strace(STRACE_NUMA, (1500.0, None), TSEG64, bases)
+    want = [dict(removals=0, bytes=0, tseg=0, unmapped=0, live=2),
+            dict(removals=2, bytes=TSEG64[0] - MiB, tseg=0, unmapped=2,
+                 live=0)]
+    return got == want, f"{got}"
+
+
 @test
 def vhost_user_writes():
     """vhost_user_write events counted per request."""
