@@ -31,7 +31,7 @@ help:
 	@echo "make check-series  fail if a patch queue and its work tree disagree"
 	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
 	@echo "make bisect-check-libvirt  build and test every prefix of the libvirt series"
-	@echo "make bench         side by side with unpatched 10.2.2: DMA churn and topology update cost"
+	@echo "make bench         side by side with unpatched 10.2.2: DMA and vhost churn on 4 KiB and hugepage RAM, KVM large pages, update cost"
 	@echo "make cover-letter  both cover letters (patches/, libvirt-patches/); the QEMU one with the latest bench"
 	@echo "make bisect-check  build every prefix of the series, then run its tests"
 	@echo "make check-sanitize  ASan+UBSan build; the series' qtests and the fuzzer under it"
@@ -88,6 +88,9 @@ bench: build unpatched
 	@/usr/bin/python3 scripts/vhost_churn.py --unpatched $(UNPATCHED) \
 	    --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
 	    --markdown out/bench-vhost-churn.md
+	@echo "bench: KVM large pages with hugepage-backed RAM and a barrier inside a 1 GiB page"
+	@/usr/bin/python3 scripts/kvm_largepages.py --csv out/bench-kvm-largepages.csv \
+	    --markdown out/bench-kvm-largepages.md
 	@echo "bench: memory topology update cost, unpatched vs patched with 0/1/16/64 barriers"
 	@/usr/bin/python3 scripts/bench_cost.py --unpatched $(UNPATCHED) \
 	    --csv out/bench-cost.csv --svg out/bench-cost.svg \

@@ -584,6 +584,10 @@ def tap_check(cfg, r):
         problems.append(f"{n} removals outside TSEG, expected 0")
     if cfg["expect"] == "churn" and not n:
         problems.append("0 removals, expected > 0")
+    # The device could map all the guest memory QEMU gave it.
+    if r["map_failures"]:
+        problems.append(f"the server could not mmap() {r['map_failures']} "
+                        "DMA regions")
     # The cross-checks must agree with the device's view.
     if r["trace"] is not None and r["trace"] != n:
         problems.append(f"trace {r['trace']} != removals {n}")

@@ -5,7 +5,11 @@
 # nor while firmware's PAM programming is replayed with the device running.
 # With the 10.1 types and merge-barriers= (off) the replay makes it unmap and
 # map that RAM again (the boot alone does not: firmware starts the device
-# after its last change vhost can see).  Speaks TAP.
+# after its last change vhost can see).  Guest RAM on 4 KiB pages, 2 MiB and
+# 1 GiB hugepages (reserved for the run and given back; a row the host
+# cannot reserve is skipped with the reason) and hugetlbfs files on two NUMA
+# nodes: on hugepages no row may remove RAM, and on every row the device
+# must work (disk read, backend up).  Speaks TAP.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exec /usr/bin/python3 scripts/vhost_churn.py --tap
