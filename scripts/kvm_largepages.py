@@ -124,12 +124,14 @@ def main():
                          str(pages["4k"]), str(pages["2m"]),
                          str(pages["1g"])])
     if rows and all(r[2:] == ["0", "0", "0"] for r in rows):
-        params = {p: open(f"/sys/module/kvm/parameters/{p}").read().strip()
-                  for p in ("tdp_mmu",)
-                  if os.path.exists(f"/sys/module/kvm/parameters/{p}")}
+        nested = "hypervisor" in open("/proc/cpuinfo").read()
+        tdp = "/sys/module/kvm/parameters/tdp_mmu"
         notes.append("not measurable on this host: KVM's page statistics "
-                     "stayed 0 after every boot (kvm parameters "
-                     f"{params}; a host without TDP keeps no such count)")
+                     "stayed 0 after every boot"
+                     + (" (the host is itself a virtual machine"
+                        if nested else " (")
+                     + (f"; kvm tdp_mmu={open(tdp).read().strip()}"
+                        if os.path.exists(tdp) else "") + ")")
     header = ["guest RAM", "merge-barriers", "KVM 4k pages",
               "KVM 2m pages", "KVM 1g pages"]
     print(text_table(header, rows))

@@ -12,7 +12,7 @@ import re
 import sys
 
 NAMES = ["dma-churn", "vhost-churn", "tseg-sweep", "bench-dma-churn",
-         "bench-vhost-churn", "bench-cost"]
+         "bench-vhost-churn", "bench-kvm-largepages", "bench-cost"]
 
 
 def main():
