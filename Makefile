@@ -88,6 +88,9 @@ bench: build unpatched
 	@/usr/bin/python3 scripts/vhost_churn.py --unpatched $(UNPATCHED) \
 	    --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
 	    --markdown out/bench-vhost-churn.md
+	@echo "bench: the multi-process proxy with a remote LSI controller (KVM), 4 KiB and 2 MiB RAM"
+	@/usr/bin/python3 scripts/proxy_churn.py --unpatched $(UNPATCHED) \
+	    --markdown out/bench-proxy-churn.md
 	@echo "bench: KVM large pages with hugepage-backed RAM and a barrier inside a 1 GiB page"
 	@/usr/bin/python3 scripts/kvm_largepages.py --csv out/bench-kvm-largepages.csv \
 	    --markdown out/bench-kvm-largepages.md

@@ -12,7 +12,8 @@ import re
 import sys
 
 NAMES = ["dma-churn", "vhost-churn", "tseg-sweep", "bench-dma-churn",
-         "bench-vhost-churn", "bench-kvm-largepages", "bench-cost"]
+         "bench-vhost-churn", "bench-proxy-churn", "bench-kvm-largepages",
+         "bench-cost"]
 
 
 def main():
