@@ -18,7 +18,7 @@ TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UN
 LVSRC := out/libvirt-src
 
 .PHONY: all deps fetch apply build build-tests demo check export check-series \
-        unpatched bench cover-letter bisect-check check-sanitize fuzz \
+        unpatched alternative bench cover-letter bisect-check check-sanitize fuzz \
         fetch-libvirt apply-libvirt build-libvirt bisect-check-libvirt \
         clean distclean help
 
@@ -31,6 +31,7 @@ help:
 	@echo "make check-series  fail if a patch queue and its work tree disagree"
 	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
 	@echo "make bisect-check-libvirt  build and test every prefix of the libvirt series"
+	@echo "make alternative   build the unmergeable comparison variant (alternative-patches/)"
 	@echo "make bench         side by side with unpatched 10.2.2: DMA and vhost churn on 4 KiB and hugepage RAM, KVM large pages, update cost"
 	@echo "make cover-letter  both cover letters (patches/, libvirt-patches/); the QEMU one with the latest bench"
 	@echo "make bisect-check  build every prefix of the series, then run its tests"
@@ -78,15 +79,21 @@ UNPATCHED := out/qemu-unpatched/build/qemu-system-x86_64
 unpatched: apply
 	@scripts/build-unpatched.sh
 
-bench: build unpatched
+ALTERNATIVE := out/qemu-alternative/build/qemu-system-x86_64
+
+# the comparison variant (alternative-patches/), not part of the series
+alternative: apply
+	@scripts/build-alternative.sh
+
+bench: build unpatched alternative
 	@scripts/build-vfio-user.sh
 	@echo "bench: DMA churn while SeaBIOS and OVMF boot, unpatched vs patched"
 	@/usr/bin/python3 scripts/dma_churn.py --unpatched $(UNPATCHED) \
-	    --csv out/bench-dma-churn.csv --svg out/bench-dma-churn.svg \
+	    --alternative $(ALTERNATIVE) --csv out/bench-dma-churn.csv --svg out/bench-dma-churn.svg \
 	    --markdown out/bench-dma-churn.md
 	@echo "bench: vhost-user backend (qemu-storage-daemon) memory table churn, unpatched vs patched"
 	@/usr/bin/python3 scripts/vhost_churn.py --unpatched $(UNPATCHED) \
-	    --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
+	    --alternative $(ALTERNATIVE) --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
 	    --markdown out/bench-vhost-churn.md
 	@echo "bench: the multi-process proxy with a remote LSI controller (KVM), 4 KiB and 2 MiB RAM"
 	@/usr/bin/python3 scripts/proxy_churn.py --unpatched $(UNPATCHED) \
@@ -96,8 +103,12 @@ bench: build unpatched
 	    --markdown out/bench-kvm-largepages.md
 	@echo "bench: memory topology update cost, unpatched vs patched with 0/1/16/64 barriers"
 	@/usr/bin/python3 scripts/bench_cost.py --unpatched $(UNPATCHED) \
+	    --alternative $(ALTERNATIVE) \
 	    --csv out/bench-cost.csv --svg out/bench-cost.svg \
 	    --markdown out/bench-cost.md
+	@echo "bench: unpatched, the unmergeable alternative and the series in one table"
+	@/usr/bin/python3 scripts/compare_alternative.py --markdown out/bench-compare.md \
+	    --csv out/bench-compare.csv
 
 bisect-check: apply
 	@scripts/bisect-check.sh

@@ -211,6 +211,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
     ap.add_argument("--unpatched", required=True)
+    ap.add_argument("--alternative",
+                    help="the comparison variant (alternative-patches/)")
     ap.add_argument("--writes", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--callgrind-writes", type=int, default=210)
@@ -221,6 +223,9 @@ def main():
     opts = ap.parse_args()
 
     cfgs = [{"name": "unpatched", "qemu": opts.unpatched, "barriers": None}]
+    if opts.alternative:
+        cfgs.append({"name": "alternative", "qemu": opts.alternative,
+                     "barriers": None})
     cfgs.append({"name": "0 barriers", "qemu": opts.qemu, "barriers": 0})
     cfgs.append({"name": "1 barrier", "qemu": opts.qemu, "barriers": 1})
     for n in (16, 64):
@@ -232,6 +237,9 @@ def main():
            "devices": ["intel-iommu"], "base": "unpatched q35+vtd"}
     cfgs.append(dict(vtd, name="unpatched q35+vtd", qemu=opts.unpatched,
                      barriers=None))
+    if opts.alternative:
+        cfgs.append(dict(vtd, name="alternative q35+vtd",
+                         qemu=opts.alternative, barriers=None))
     cfgs.append(dict(vtd, name="q35+vtd default", qemu=opts.qemu,
                      barriers=None))
     for c in cfgs:

@@ -57,7 +57,7 @@ import tempfile
 import time
 
 from mbtools import (GUEST_RAM, QMP, RAM_SIZE, page_label, GuestRam, HostLimit,
-                     add_churn_args, by_guest_ram,
+                     add_churn_args, by_guest_ram, reference_rows,
                      grouped_bars_svg, stop, text_table,
                      write_csv, write_markdown)
 
@@ -511,7 +511,8 @@ def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
     }
 
 
-def configs(patched, unpatched, setups, memories=("memfd",)):
+def configs(patched, unpatched, setups, memories=("memfd",),
+            alternative=None):
     """One dict per row: setup, machine, firmware, iommu, guest RAM
     backend, label, binary, machine type, barriers, expect ("zero",
     "churn" or "any").  A vfio-user peer maps every section QEMU sends, so
@@ -522,9 +523,8 @@ def configs(patched, unpatched, setups, memories=("memfd",)):
         kind, firmware, iommu, churns, off_row = SETUPS[name]
         fam = FAMILY[kind]
         rows = []
-        if unpatched:
-            rows.append(("unpatched 10.2.2", unpatched, f"{fam}-10.2", None,
-                         "any"))
+        rows += [(label, binary, mtype, None, "any") for label, binary, mtype
+                 in reference_rows(unpatched, alternative, f"{fam}-10.2")]
         rows.append(("patched, 10.2 type (default)", patched, f"{fam}-10.2",
                      None, "zero"))
         if off_row:
@@ -637,7 +637,8 @@ def main():
     memories = opts.memory or list(MEMORY)
     plan = [(a, c) for a in accels
             for c in configs(opts.qemu, opts.unpatched,
-                             opts.setup or list(SETUPS), memories)]
+                             opts.setup or list(SETUPS), memories,
+                             opts.alternative)]
     if opts.tap:
         print(f"1..{len(plan) + (1 if notes else 0)}", flush=True)
     skipped = []

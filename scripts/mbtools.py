@@ -184,6 +184,9 @@ def add_churn_args(ap, setups, ovmf_dir, tap_help):
     """The options dma_churn.py and vhost_churn.py share: what to compare,
     which setups, where OVMF is, where the results go, TAP."""
     ap.add_argument("--unpatched", help="unpatched qemu-system-x86_64")
+    ap.add_argument("--alternative",
+                    help="the comparison variant's qemu-system-x86_64 "
+                    "(alternative-patches/: ram-below-4g unmergeable)")
     ap.add_argument("--setup", action="append", choices=list(setups),
                     help="run only these setups (default: all)")
     ap.add_argument("--memory", action="append", choices=list(GUEST_RAM),
@@ -193,6 +196,20 @@ def add_churn_args(ap, setups, ovmf_dir, tap_help):
     ap.add_argument("--svg")
     ap.add_argument("--markdown", help="write the table as Markdown here")
     ap.add_argument("--tap", action="store_true", help=tap_help)
+
+
+ALTERNATIVE = "alternative, 10.2 type (unmergeable)"
+
+
+def reference_rows(unpatched, alternative, mtype):
+    """The rows every setup gets besides the series' own: unpatched 10.2.2
+    and the comparison variant, both on the newest machine type."""
+    rows = []
+    if unpatched:
+        rows.append(("unpatched 10.2.2", unpatched, mtype))
+    if alternative:
+        rows.append((ALTERNATIVE, alternative, mtype))
+    return rows
 
 
 class Tap:

@@ -61,9 +61,9 @@ import time
 from dma_churn import (FAMILY, OVMF_DIR, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import (GUEST_RAM, GuestRam, HostLimit, QTestConn,
+from mbtools import (ALTERNATIVE, GUEST_RAM, GuestRam, HostLimit, QTestConn,
                      add_churn_args, connect_unix, grouped_bars_svg,
-                     by_guest_ram, ram_short, stop, text_table,
+                     by_guest_ram, ram_short, reference_rows, stop, text_table,
                      write_csv,
                      write_markdown)
 
@@ -74,6 +74,8 @@ IMAGE_SIZE = 64 << 20
 PAM_REGS = {"pc": range(0x59, 0x60), "q35": range(0x90, 0x97)}
 PAM_REPLAY = (0x00, 0x33, 0x11)
 SEABIOS_DISK_READ = b"Boot failed: not a bootable disk"
+# Rows that measure other builds: a failure there is a result, not an error.
+REFERENCE = ("unpatched 10.2.2", ALTERNATIVE)
 
 # name -> (machine kind, firmware, whether "merge-barriers=" rows run)
 SETUPS = {
@@ -348,7 +350,8 @@ MEMORY = {
 }
 
 
-def configs(patched, unpatched, setups, memories=("memfd",)):
+def configs(patched, unpatched, setups, memories=("memfd",),
+            alternative=None):
     """Rows; expect_boot / expect_replay: "zero", "churn" or "any".
 
     On hugepages vhost-user maps whole pages: the PAM changes below 1 MiB
@@ -362,9 +365,9 @@ def configs(patched, unpatched, setups, memories=("memfd",)):
         fam = FAMILY[kind]
         churn = "churn" if GUEST_RAM[memory][1] is None else "zero"
         rows = []
-        if unpatched:
-            rows.append(("unpatched 10.2.2", unpatched, f"{fam}-10.2", None,
-                         "any", "any"))
+        rows += [(label, binary, mtype, None, "any", "any")
+                 for label, binary, mtype
+                 in reference_rows(unpatched, alternative, f"{fam}-10.2")]
         rows.append(("patched, 10.2 type (default)", patched, f"{fam}-10.2",
                      None, "zero", "zero"))
         # The boot alone shows no removal even without barriers (see the
@@ -438,6 +441,8 @@ def tap_checks(cfg, r):
 
 def works(r):
     """"yes", or what failed: the backend, the disk read, QEMU."""
+    if "failed" in r:
+        return "no: " + r["failed"].splitlines()[0][:100]
     bad = [r[p]["backend_failure"] for p in ("boot", "replay")
            if r[p]["backend_failure"]]
     if r["disk_read"] is False:
@@ -458,7 +463,8 @@ def write_svg(rows, path):
 
     def value(g, label):
         phase = "boot" if g[2] == "boot" else "replay"
-        return next((r[phase]["removals"] for r in rows
+        return next((r[phase]["removals"] if phase in r else None
+                     for r in rows
                      if where(r) == g[:2]
                      and r["configuration"] == label), None)
 
@@ -492,7 +498,7 @@ def main():
         return 1
 
     plan = configs(opts.qemu, opts.unpatched, opts.setup or list(SETUPS),
-                   opts.memory or list(MEMORY))
+                   opts.memory or list(MEMORY), opts.alternative)
     if opts.tap:
         print(f"1..{2 * len(plan)}", flush=True)
     rows = []
@@ -524,6 +530,12 @@ def main():
                                 ignore=shutil.ignore_patterns("*.sock",
                                                               "*.raw"))
                 log(f"    failed: {e} (files: {keep})")
+                if cfg["configuration"] in REFERENCE:
+                    # what unpatched QEMU or the alternative does: a result
+                    rows.append(dict(failed=str(e), **{k: cfg[k] for k in (
+                        "setup", "machine", "firmware", "memory",
+                        "configuration", "machine_type")}))
+                    continue
                 if opts.tap:
                     for k in (1, 2):
                         print(f"not ok {2 * i - 2 + k} {what}: {e}",
@@ -557,14 +569,15 @@ def main():
               "replay: removals", "replay: regions", "device works",
               "boot s"]
     table = [[r["machine"], r["firmware"], ram_short(r["memory"]),
-              r["configuration"],
-              str(r["boot"]["set"]), str(r["boot"]["add"]),
-              str(r["boot"]["rem"]), str(r["boot"]["removals"]),
-              human(r["boot"]["bytes"]),
-              "-" if r["boot"]["tseg"] is None else str(r["boot"]["tseg"]),
-              str(r["boot"]["regions"]), str(r["replay"]["rem"]),
-              str(r["replay"]["removals"]), str(r["replay"]["regions"]),
-              works(r), f"{r['boot_s']:.1f}"] for r in done]
+              r["configuration"]] +
+             (["-"] * 10 + [works(r), "-"] if "failed" in r else
+              [str(r["boot"]["set"]), str(r["boot"]["add"]),
+               str(r["boot"]["rem"]), str(r["boot"]["removals"]),
+               human(r["boot"]["bytes"]),
+               "-" if r["boot"]["tseg"] is None else str(r["boot"]["tseg"]),
+               str(r["boot"]["regions"]), str(r["replay"]["rem"]),
+               str(r["replay"]["removals"]), str(r["replay"]["regions"]),
+               works(r), f"{r['boot_s']:.1f}"]) for r in done]
     out = sys.stderr if opts.tap else sys.stdout
     print("", file=out)
     print(text_table(header, table), file=out)
@@ -590,11 +603,12 @@ def main():
                   + ["device_works", "boot_seconds"],
                   [[r["machine"], r["machine_type"], r["firmware"],
                     r["memory"], r["configuration"],
-                    "%#x-%#x" % r["tseg_window"] if r["tseg_window"]
+                    "%#x-%#x" % r["tseg_window"] if r.get("tseg_window")
                     else None]
-                   + [r["boot"][k] for k in keys]
-                   + [r["replay"][k] for k in keys]
-                   + [works(r), r["boot_s"]]
+                   + [r["boot"][k] if "boot" in r else None for k in keys]
+                   + [r["replay"][k] if "replay" in r else None
+                      for k in keys]
+                   + [works(r), r.get("boot_s")]
                    for r in done])
     if opts.svg and done:
         write_svg(done, opts.svg)
