@@ -108,7 +108,7 @@ bench: build unpatched alternative
 	    --markdown out/bench-cost.md
 	@echo "bench: unpatched, the unmergeable alternative and the series in one table"
 	@/usr/bin/python3 scripts/compare_alternative.py --markdown out/bench-compare.md \
-	    --csv out/bench-compare.csv
+	    --csv out/bench-compare.csv --mtree $(UNPATCHED) $(ALTERNATIVE) $(QEMU)
 
 bisect-check: apply
 	@scripts/bisect-check.sh

@@ -8,6 +8,9 @@ The QEMU text's placeholders take the latest measurements:
   @DMA_CHURN@   out/bench-dma-churn.md (make bench) or out/dma-churn.md (make)
   @VHOST_CHURN@ out/bench-vhost-churn.md (make bench) or out/vhost-churn.md
   @BENCH_COST@  out/bench-cost.md (make bench)
+  @COMPARE@     out/bench-compare.md (make bench): unpatched, the
+                `unmergeable` alternative and the series; the alternative's
+                rows are left out of the other two tables
 The shortlog and diffstat come from the work tree (out/qemu-src,
 debian-base..HEAD; out/libvirt-src, upstream-base..HEAD).
 
@@ -46,14 +49,18 @@ SHORT = {"patched, 10.2 type (default)": "10.2 default",
          "patched, merge-barriers=1M (no TSEG barrier)": "10.2, barriers=1M",
          "patched, 10.1 type": "10.1",
          "unpatched 10.2.2": "unpatched",
+         "alternative, 10.2 type (unmergeable)": "alternative",
          "configuration": "config", "bytes unmapped": "unmapped"}
 
 
-def md_to_text(path):
-    """A Markdown table (plus trailing notes) as an aligned text table."""
+def md_to_text(path, drop_rows=()):
+    """A Markdown table (plus trailing notes) as an aligned text table,
+    without the rows that contain any of drop_rows."""
     rows, notes, keep = [], [], None
     for line in open(path):
         line = line.rstrip("\n")
+        if any(d in line for d in drop_rows):
+            continue
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if keep is None:
@@ -76,7 +83,8 @@ def readme_table(key):
     """The README's copy of a bench table, as a temporary Markdown file."""
     marker = {"@DMA_CHURN@": "bench-dma-churn table",
               "@VHOST_CHURN@": "bench-vhost-churn table",
-              "@BENCH_COST@": "bench-cost table"}[key]
+              "@BENCH_COST@": "bench-cost table",
+              "@COMPARE@": "bench-compare table"}[key]
     text = open("README.md").read()
     start = text.find(f"<!-- {marker} -->")
     end = text.find(f"<!-- end of {marker} -->")
@@ -111,7 +119,8 @@ def main():
                                         "out/dma-churn.md"]),
                        ("@VHOST_CHURN@", ["out/bench-vhost-churn.md",
                                           "out/vhost-churn.md"]),
-                       ("@BENCH_COST@", ["out/bench-cost.md"])):
+                       ("@BENCH_COST@", ["out/bench-cost.md"]),
+                       ("@COMPARE@", ["out/bench-compare.md"])):
         path = next((p for p in paths if os.path.exists(p)), None)
         if key in body:
             if not path:
@@ -121,7 +130,9 @@ def main():
                 if not path:
                     sys.exit(f"no measurements for {key}: run 'make bench'")
                 print(f"{key}: no out/ measurements, using README's table")
-            body = body.replace(key, md_to_text(path))
+            drop = () if key in ("@COMPARE@", "@BENCH_COST@") else \
+                ("alternative, 10.2 type (unmergeable)",)
+            body = body.replace(key, md_to_text(path, drop))
     subj = subjects()
     author = git("log", "-1", "--format=%an <%ae>", "HEAD").strip()
     name = git("log", "-1", "--format=%an", "HEAD").strip()

@@ -12,7 +12,7 @@ import re
 import sys
 
 NAMES = ["dma-churn", "vhost-churn", "tseg-sweep", "bench-dma-churn",
-         "bench-vhost-churn", "bench-proxy-churn", "bench-kvm-largepages",
+         "bench-vhost-churn", "bench-compare", "bench-proxy-churn", "bench-kvm-largepages",
          "bench-cost"]
 
 
