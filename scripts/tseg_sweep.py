@@ -8,8 +8,10 @@ secure pflash) to the end of its boot and count, with the series' trace
 event address_space_topology_del, how often the system memory view
 ("memory", the view every listener of guest RAM sees) removed RAM above
 1 MiB outside the TSEG window, and how often only the window itself.
-pc-q35-10.2 (default barriers) against pc-q35-10.1 (none); the barriers in
-force are read back with qom-get.  Patched QEMU only (the trace event is
+pc-q35-10.2 (default barriers) against pc-q35-10.1 (none), and
+pc-q35-10.1 with merge-layout=latest (the newest types' barriers, computed
+by the machine: its TSEG is 16 MiB); the barriers in force are read back
+with qom-get.  Patched QEMU only (the trace event is
 the series').
 
 Usage: tseg_sweep.py [--qemu BIN] [--tap] [--markdown F]
@@ -29,8 +31,10 @@ from dma_churn import (OVMF_DIR, TOPO_RE, classify, connect_qmp,
 from mbtools import stop, text_table, write_markdown
 
 # (-m, extended-tseg-mbytes or None for the machine type's default)
-SIZES = [("1G", None), ("2G", None), ("4G", None), ("8G", None),
-         ("2G", 16), ("2G", 32)]
+SIZES = [("1G", None), ("2G", None), ("2560M", None), ("4G", None),
+         ("8G", None), ("2G", 16), ("2G", 32)]
+# the sizes on which pc-q35-10.1 also runs with merge-layout=latest
+LATEST_SIZES = [("1G", None), ("2G", None), ("2560M", None)]
 
 
 def count_tseg(text, tseg):
@@ -44,12 +48,13 @@ def count_tseg(text, tseg):
     return n
 
 
-def run_one(qemu, mtype, mem, tseg_mb, workdir):
+def run_one(qemu, mtype, mem, tseg_mb, workdir, layout=None):
     args, watch, ends = firmware_args("OVMF secboot", workdir, OVMF_DIR)
     qmp_path = os.path.join(workdir, "qmp.sock")
     trace = os.path.join(workdir, "trace.log")
     err = os.path.join(workdir, "qemu.err")
-    cmd = [qemu, "-machine", f"{mtype},smm=on", "-accel", "tcg", "-m", mem,
+    mopts = f"{mtype},smm=on" + (f",merge-layout={layout}" if layout else "")
+    cmd = [qemu, "-machine", mopts, "-accel", "tcg", "-m", mem,
            "-display", "none", "-nodefaults", *args,
            "-qmp", f"unix:{qmp_path},server=on,wait=off", "-D", trace,
            "-trace", "enable=address_space_topology_del"]
@@ -80,25 +85,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
     ap.add_argument("--tap", action="store_true",
-                    help="emit TAP: 0 removals outside TSEG on pc-q35-10.2, "
-                         "more than 0 on pc-q35-10.1")
+                    help="emit TAP: 0 removals outside TSEG on pc-q35-10.2 "
+                         "and with merge-layout=latest, more than 0 on "
+                         "pc-q35-10.1")
     ap.add_argument("--markdown")
     opts = ap.parse_args()
 
-    plan = [(m, t, mt) for m, t in SIZES
+    plan = [(m, t, mt, None) for m, t in SIZES
             for mt in ("pc-q35-10.2", "pc-q35-10.1")]
+    plan += [(m, t, "pc-q35-10.1", "latest") for m, t in LATEST_SIZES]
     if opts.tap:
         print(f"1..{len(plan)}")
     rows, failed = [], 0
     with tempfile.TemporaryDirectory(prefix="tseg-sweep-") as tmp:
-        for i, (mem, tseg_mb, mtype) in enumerate(plan, 1):
-            what = (f"{mtype} -m {mem} extended-tseg-mbytes="
+        for i, (mem, tseg_mb, mtype, layout) in enumerate(plan, 1):
+            machine = mtype + (f",merge-layout={layout}" if layout else "")
+            what = (f"{machine} -m {mem} extended-tseg-mbytes="
                     f"{'default' if tseg_mb is None else tseg_mb}")
             log(f"[{i}/{len(plan)}] OVMF secboot {what} ...")
             workdir = os.path.join(tmp, str(i))
             os.makedirs(workdir)
             try:
-                r = run_one(opts.qemu, mtype, mem, tseg_mb, workdir)
+                r = run_one(opts.qemu, mtype, mem, tseg_mb, workdir, layout)
             except Exception as e:             # report, keep going
                 keep = os.path.join("out", "tseg-sweep-failed", str(i))
                 shutil.rmtree(keep, ignore_errors=True)
@@ -108,7 +116,7 @@ def main():
                 if opts.tap:
                     print(f"not ok {i} {what}: {e}")
                 continue
-            new = mtype.endswith("10.2")
+            new = mtype.endswith("10.2") or layout == "latest"
             good = r["removals"] == 0 if new else r["removals"] > 0
             log(f"    {r['removals']} removals outside TSEG, {r['tseg']} of "
                 f"the window; barriers {r['barriers']}; {r['boot_s']} s")
@@ -118,7 +126,7 @@ def main():
                       f"(window {r['tseg']}), expected "
                       f"{'0' if new else '> 0'}")
             failed += not good
-            rows.append([mtype, mem,
+            rows.append([machine, mem,
                          "default" if tseg_mb is None else str(tseg_mb),
                          "%#x-%#x" % r["window"] if r["window"] else "-",
                          ",".join("%#x" % b for b in r["barriers"]) or "-",

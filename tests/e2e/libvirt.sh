@@ -26,7 +26,9 @@ check "libvirtd $(libvirtd --version | awk '{print $3}') answers" \
 lv_accels
 
 # Valid domains: start, read the property back, check the command line.
-while read -r example arg expect; do
+# expect_nosmm, where given, is what a domain without SMM gets (a KVM host
+# without SMM): merge-layout=latest leaves the TSEG barrier out there.
+while read -r example arg expect expect_nosmm; do
     for accel in "${accels[@]}"; do
         name=mb-test-${example%.xml}-$accel
         domains+=("$name")
@@ -39,8 +41,13 @@ while read -r example arg expect; do
             "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1; continue
         fi
         got=$(qom_get "$name")
-        check "$example ($accel): qom-get merge-barriers = $expect (got $got)" \
-            test "$got" = "$expect"
+        want=$expect
+        if [ -n "$expect_nosmm" ] && ! "${VIRSH[@]}" qemu-monitor-command \
+                "$name" --hmp 'info mtree' | grep -qE 'cpu-smm-0|KVM-SMRAM'; then
+            want=$expect_nosmm
+        fi
+        check "$example ($accel): qom-get merge-barriers = $want (got $got)" \
+            test "$got" = "$want"
         # libvirt logs one argument per line ("ARG \\"); ours comes last.
         check "$example ($accel): domain log has '-machine $arg' after libvirt's -machine" \
             awk -v want="-machine $arg" '
@@ -57,6 +64,7 @@ done <<'EOF'
 pc-i440fx-10.1-add-barrier.xml merge-barriers=1M [1048576]
 pc-q35-10.2-no-barriers.xml merge-barriers= []
 pc-q35-10.1-two-barriers.xml merge-barriers.0=1M,merge-barriers.1=256M [1048576,268435456]
+pc-q35-10.1-latest-layout.xml merge-layout=latest [1048576,520093696] [1048576]
 EOF
 
 # A bad value: virsh start fails with QEMU's message; nothing keeps running.
