@@ -111,8 +111,8 @@ def main():
             try:
                 if skip:
                     raise HostLimit(skip)
-                pages = run_one(opts.qemu, memory, barriers,
-                                        workdir, kvm_dir)
+                pages = run_one(opts.qemu, memory, barriers, workdir,
+                                kvm_dir)
             except HostLimit as e:
                 log(f"    skipped: {e}")
                 notes.append(f"skipped {what}: {e}")
