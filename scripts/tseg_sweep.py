@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 from dma_churn import (OVMF_DIR, TOPO_RE, classify, connect_qmp,
                        firmware_args, log, parse_topology, tseg_window,
