@@ -643,16 +643,17 @@ def main():
         print(f"1..{len(plan) + (1 if notes else 0)}", flush=True)
     skipped = []
     t0 = time.time()
+
+    def describe(p):
+        accel, cfg = p
+        return (f"{cfg['machine_type']} {cfg['firmware']}"
+                + (f" {cfg['iommu']}" if cfg["iommu"] else "")
+                + f" {accel} {GUEST_RAM[cfg['memory']][0]}: "
+                + cfg["configuration"])
+
     with tempfile.TemporaryDirectory(prefix="dma-churn-") as tmp:
-        for i, (accel, cfg), _, skip in by_guest_ram(
-                plan, lambda p: p[1]["memory"]):
-            what = (f"{cfg['machine_type']} {cfg['firmware']}"
-                    + (f" {cfg['iommu']}" if cfg["iommu"] else "")
-                    + f" {accel} {GUEST_RAM[cfg['memory']][0]}: "
-                    + cfg["configuration"])
-            log(f"[{i}/{len(plan)}] {what} ...")
-            workdir = os.path.join(tmp, str(i))
-            os.makedirs(workdir)
+        for i, (accel, cfg), what, workdir, _, skip in by_guest_ram(
+                plan, lambda p: p[1]["memory"], tmp, describe):
             try:
                 if skip:
                     raise HostLimit(skip)

@@ -102,12 +102,9 @@ def main():
     plan = [(m, b) for m in MEMORIES for b in BARRIERS]
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="kvm-largepages-") as tmp:
-        for i, (memory, barriers), _, skip in by_guest_ram(
-                plan, lambda p: p[0]):
-            what = f"{GUEST_RAM[memory][0]}, merge-barriers={barriers}"
-            log(f"[{i}/{len(plan)}] {what} ...")
-            workdir = os.path.join(tmp, str(i))
-            os.makedirs(workdir)
+        for i, (memory, barriers), what, workdir, _, skip in by_guest_ram(
+                plan, lambda p: p[0], tmp,
+                lambda p: f"{GUEST_RAM[p[0]][0]}, merge-barriers={p[1]}"):
             try:
                 if skip:
                     raise HostLimit(skip)

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -114,11 +115,13 @@ def guest_ram_pool(name):
             yield None
 
 
-def by_guest_ram(plan, memory_of):
-    """Iterate over `plan` grouped by guest RAM backend (memory_of(item)),
-    holding each backend's guest_ram_pool() while its items run.  Yields
-    (number from 1, item, hugetlbfs mount or None, skip): skip is the
-    reason the host could not provide the pool (HostLimit), else None."""
+def by_guest_ram(plan, memory_of, tmp, describe):
+    """Run through `plan` grouped by guest RAM backend (memory_of(item)),
+    holding each backend's guest_ram_pool() while its items run.  For each
+    item, print progress ("[i/n] describe(item) ...") and make a work
+    directory below `tmp`; yield (number from 1, item, description, work
+    directory, hugetlbfs mount or None, skip): skip is the reason the host
+    could not provide the pool (raise it as HostLimit), else None."""
     order = list(dict.fromkeys(memory_of(it) for it in plan))
     plan = sorted(plan, key=lambda it: order.index(memory_of(it)))
     i = 0
@@ -131,7 +134,12 @@ def by_guest_ram(plan, memory_of):
                 mount, skip = None, f"{GUEST_RAM[mem][0]}: {e}"
             for it in items:
                 i += 1
-                yield i, it, mount, skip
+                what = describe(it)
+                print(f"[{i}/{len(plan)}] {what} ...", file=sys.stderr,
+                      flush=True)
+                workdir = os.path.join(tmp, str(i))
+                os.makedirs(workdir)
+                yield i, it, what, workdir, mount, skip
 
 
 class GuestRam:

@@ -175,12 +175,10 @@ def main():
         print(f"1..{len(plan)}", flush=True)
     table, notes = [], []
     with tempfile.TemporaryDirectory(prefix="proxy-churn-") as tmp:
-        for i, cfg, mount, skip in by_guest_ram(plan, lambda c: c["memory"]):
-            what = (f"{cfg['machine_type']} SeaBIOS "
-                    f"{GUEST_RAM[cfg['memory']][0]}: {cfg['configuration']}")
-            log(f"[{i}/{len(plan)}] {what} ...")
-            workdir = os.path.join(tmp, str(i))
-            os.makedirs(workdir)
+        for i, cfg, what, workdir, mount, skip in by_guest_ram(
+                plan, lambda c: c["memory"], tmp,
+                lambda c: f"{c['machine_type']} SeaBIOS "
+                f"{GUEST_RAM[c['memory']][0]}: {c['configuration']}"):
             try:
                 if skip:
                     raise HostLimit(skip)

@@ -505,12 +505,10 @@ def main():
     notes = []
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="vhost-churn-") as tmp:
-        for i, cfg, mount, skip in by_guest_ram(plan, lambda c: c["memory"]):
-            what = (f"{cfg['machine_type']} {cfg['firmware']} "
-                    f"{GUEST_RAM[cfg['memory']][0]}: {cfg['configuration']}")
-            log(f"[{i}/{len(plan)}] {what} ...")
-            workdir = os.path.join(tmp, str(i))
-            os.makedirs(workdir)
+        for i, cfg, what, workdir, mount, skip in by_guest_ram(
+                plan, lambda c: c["memory"], tmp,
+                lambda c: f"{c['machine_type']} {c['firmware']} "
+                f"{GUEST_RAM[c['memory']][0]}: {c['configuration']}"):
             try:
                 if skip:
                     raise HostLimit(skip)
