@@ -7,8 +7,8 @@ once from out/qemu-system-x86_64 with libvirt's qemucapsprobe.  If the QEMU
 series changes the property (name, type, description) or the machine types
 it is on, the libvirt test data goes stale silently.  This probes the
 current binary the same way and compares what libvirt's capability is
-derived from: the 'merge-barriers' entry of qom-list-properties on
-generic-pc-machine, and the QEMU version.  Host-specific parts (CPU
+derived from: the 'merge-barriers' and 'merge-layout' entries of
+qom-list-properties on generic-pc-machine, and the QEMU version.  Host-specific parts (CPU
 models, KVM) are not compared.  Speaks TAP.
 """
 
@@ -52,11 +52,15 @@ def reply_to(msgs, command, **arguments):
     return None
 
 
+PROPERTIES = ("merge-barriers", "merge-layout")
+
+
 def summary(msgs):
+    """{property: its qom-list-properties entry or None}, QEMU version"""
     props = reply_to(msgs, "qom-list-properties", typename="generic-pc-machine")
     version = reply_to(msgs, "query-version")
-    mb = [p for p in props or [] if p.get("name") == "merge-barriers"]
-    return (mb[0] if mb else None,
+    found = {p.get("name"): p for p in props or []}
+    return ({name: found.get(name) for name in PROPERTIES},
             version["qemu"] if version else None)
 
 
@@ -74,12 +78,13 @@ def main():
         return 1
     now = summary(messages(probe.stdout))
     data = summary(messages(open(DATA).read()))
-    print(f"# probed now:  {now[0]}")
-    print(f"# test data:   {data[0]}")
-    check(now[0] is not None,
-          "the patched QEMU lists merge-barriers among generic-pc-machine's properties")
-    check(now[0] == data[0],
-          "the test data's merge-barriers property (name, type, description) is the QEMU's")
+    for name in PROPERTIES:
+        print(f"# probed now:  {now[0][name]}")
+        print(f"# test data:   {data[0][name]}")
+        check(now[0][name] is not None,
+              f"the patched QEMU lists {name} among generic-pc-machine's properties")
+        check(now[0][name] == data[0][name],
+              f"the test data's {name} property (name, type, description) is the QEMU's")
     check(now[1] == data[1], f"the test data's QEMU version is the QEMU's ({now[1]})")
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0

@@ -5,16 +5,21 @@
 #
 # Starts the build tree's virtlogd and libvirtd (through its 'run' script,
 # no systemd here) and checks what 'virsh domcapabilities' reports.  Defines
-# and starts the domains of examples/libvirt/native/; checks that the domain
-# is not tainted, the QEMU command line libvirt built, the XML libvirt keeps,
-# and the barriers QEMU has (qom-get over QMP and 'info mtree -f', after the
-# taint check: a monitor command taints).  Then checks what libvirt itself
-# refuses: an address that is no multiple of 4 KiB, and the element with an
-# unpatched QEMU (Debian's qemu-system-x86_64) -- both at 'virsh define' --,
-# and a domain whose emulator became the unpatched QEMU after 'define', at
-# 'virsh start'; each with libvirt's message, and no QEMU started.  Last, a
-# real vfio-user peer counts the DMA unmaps SeaBIOS causes in a libvirt
-# domain without and with the element.  Speaks TAP.
+# and starts the domains of examples/libvirt/native/ (the intent forms
+# layout='latest' and layout='none' first, then explicit addresses); checks
+# that the domain is not tainted, the QEMU command line libvirt built, the
+# XML libvirt keeps, and the barriers QEMU has (qom-get over QMP and 'info
+# mtree -f', after the taint check: a monitor command taints).  Then checks
+# what libvirt itself refuses at 'virsh define' (an address without the 0x
+# prefix; the element with an unpatched QEMU) and at 'virsh start' (a domain
+# whose emulator became the unpatched QEMU after 'define'), each with
+# libvirt's message and no QEMU started, and what it leaves to QEMU (an
+# address that is no multiple of QEMU's page size: QEMU's message at start).
+# Last, a real vfio-user peer counts the DMA unmaps firmware causes in a
+# libvirt domain: SeaBIOS on pc-q35-10.1 without and with an explicit
+# barrier, and OVMF with Secure Boot (SMM) on pc-q35-10.1 without the
+# element and with layout='latest' for two <memory> sizes, with no address
+# anywhere in the XML.  Speaks TAP.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
@@ -67,7 +72,9 @@ print("none" if mb is None else "[" + ",".join(b.get("address") for b in mb) + "
 }
 
 # Valid domains: define, start, no taint, command line, XML, qom-get.
-while read -r example arg expect; do
+# expect_nosmm, where given, is what the domain gets without SMM (KVM on a
+# host without SMM): layout='latest' leaves the TSEG barrier out there.
+while read -r example arg expect expect_nosmm; do
     for accel in "${accels[@]}"; do
         name=mb-native-${example%.xml}-$accel
         domains+=("$name")
@@ -94,12 +101,19 @@ while read -r example arg expect; do
         check "$example ($accel): dumpxml keeps the element as defined ($(barriers_of <"$xml"))" \
             test "$("${VIRSH[@]}" dumpxml --inactive "$name" | barriers_of)" = "$(barriers_of <"$xml")"
         got=$(qom_get "$name")
-        check "$example ($accel): qom-get merge-barriers = $expect (got $got)" \
-            test "$got" = "$expect"
+        want_qom=$expect
+        if [ -n "$expect_nosmm" ]; then
+            # whole output first: grep -q closing the pipe early would fail
+            # virsh with SIGPIPE under pipefail
+            mtree=$("${VIRSH[@]}" qemu-monitor-command "$name" --hmp 'info mtree')
+            grep -qE 'cpu-smm-0|KVM-SMRAM' <<<"$mtree" || want_qom=$expect_nosmm
+        fi
+        check "$example ($accel): qom-get merge-barriers = $want_qom (got $got)" \
+            test "$got" = "$want_qom"
         # ... and the system memory view is rendered with them
         want=$(python3 -c 'import json, sys
 l = json.loads(sys.argv[1])
-print("AS \"memory\", root: system" + (", merge barriers: " + " ".join("%016x" % a for a in l) if l else ""))' "$expect")
+print("AS \"memory\", root: system" + (", merge barriers: " + " ".join("%016x" % a for a in l) if l else ""))' "$want_qom")
         line=$("${VIRSH[@]}" qemu-monitor-command --hmp "$name" "info mtree -f" |
                tr -d '\r' | grep -m1 'AS "memory"' | sed 's/^ *//')
         check "$example ($accel): info mtree -f: '$want'" test "$line" = "$want" ||
@@ -108,8 +122,9 @@ print("AS \"memory\", root: system" + (", merge barriers: " + " ".join("%016x" %
         check "$example ($accel): destroy and undefine" "${VIRSH[@]}" undefine "$name"
     done
 done <<'EOF_CASES'
+pc-q35-10.1-latest.xml merge-layout=latest [1048576,520093696] [1048576]
+pc-q35-10.2-none.xml merge-layout=none []
 pc-i440fx-10.1-barrier.xml merge-barriers.0=0x100000, [1048576]
-pc-q35-10.2-none.xml merge-barriers=, []
 pc-q35-10.1-two.xml merge-barriers.0=0x100000,merge-barriers.1=0x10000000, [1048576,268435456]
 pc-q35-10.2-default.xml - [1048576]
 EOF_CASES
@@ -129,12 +144,28 @@ refused() {
     check "$name: no QEMU process" bash -c "! pgrep -f 'guest=${name%?}[${name: -1}]' >/dev/null"
 }
 
-refused mb-native-bad-address \
-    "$(xml_for examples/libvirt/native/pc-i440fx-10.2-bad-address.xml qemu mb-native-bad-address)" \
-    "merge barrier address '0x100800' is not a multiple of 4 KiB"
+refused mb-native-no-prefix \
+    "$(xml_for examples/libvirt/native/pc-i440fx-10.2-no-prefix.xml qemu mb-native-no-prefix)" \
+    "Invalid value for attribute 'address' in element 'barrier': '4096000'. Expected a non-zero 64-bit hexadecimal number with the '0x' prefix"
+
+# Left to QEMU: its page size.  libvirt defines the domain; QEMU refuses to
+# start with its own message; no QEMU is left.
+name=mb-native-misaligned
+domains+=("$name")
+xml=$(xml_for examples/libvirt/native/pc-i440fx-10.2-misaligned.xml qemu "$name")
+check "$name: virsh define (libvirt does not check QEMU's page size)" \
+    bash -c '"$@" >/dev/null' _ "${VIRSH[@]}" define "$xml"
+if out=$("${VIRSH[@]}" start "$name" 2>&1); then
+    not_ok "$name: virsh start succeeded"
+else
+    check "$name: virsh start fails with QEMU's message" \
+        grep -qF "merge-barriers: merge barrier 0x100800 is not aligned to the target page size (0x1000)" <<<"$out"
+fi
+check "$name: no QEMU process" bash -c "! pgrep -f 'guest=mb-native-misaligne[d]' >/dev/null"
+"${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
 
 if $have_unpatched; then
-    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-two.xml qemu mb-native-unpatched)
+    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-latest.xml qemu mb-native-unpatched)
     sed -i -e "s|<emulator>.*</emulator>|<emulator>$UNPATCHED_QEMU</emulator>|" \
         -e "s|machine='pc-q35-10.1'|machine='q35'|" "$xml"
     echo "# unpatched QEMU: $("$UNPATCHED_QEMU" --version | head -n 1)"
@@ -151,7 +182,7 @@ if $have_unpatched; then
     domains+=("$name")
     mkdir -p "$EMUDIR/downgraded"
     install -m 755 "$EMULATOR" "$EMUDIR/downgraded/qemu-system-x86_64"
-    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-two.xml qemu "$name")
+    xml=$(xml_for examples/libvirt/native/pc-q35-10.1-latest.xml qemu "$name")
     # a machine type both QEMUs have
     sed -i -e "s|<emulator>.*</emulator>|<emulator>$EMUDIR/downgraded/qemu-system-x86_64</emulator>|" \
         -e "s|machine='pc-q35-10.1'|machine='pc-q35-10.0'|" "$xml"
@@ -170,25 +201,43 @@ else
 fi
 
 # A real peer: libvfio-user's gpio-pci-idio-16 sample server as a vfio-user
-# device of a pc-q35-10.1 domain (no barriers by default) while SeaBIOS
-# boots (to "No bootable device", seen on the debug console), without and
-# with the native element.  libvirt has no vfio-user device, so the device
-# and the debug console come through <qemu:commandline> (that taints the
-# domain; the barrier does not come that way).  Counted like
-# scripts/dma_churn.py: the server's removals of DMA regions over RAM above
-# 1 MiB.  TCG, and KVM where usable.
+# device of a pc-q35-10.1 domain (no barriers by default) while the firmware
+# boots.  SeaBIOS (to "No bootable device", on the debug console), without
+# the element and with an explicit barrier at 1 MiB; OVMF with Secure Boot
+# (SMM on; to the shell or "No bootable option", on the serial console),
+# without the element and with layout='latest' for two <memory> sizes: QEMU
+# puts the TSEG barrier at a different address for each, and the XML holds
+# none.  libvirt has no vfio-user device, so the device and the debug
+# console come through <qemu:commandline> (that taints the domain; the
+# barriers do not come that way).  Counted like scripts/dma_churn.py: the
+# server's removals of DMA regions over RAM above 1 MiB outside TSEG (TSEG
+# itself is unmapped while SMM code runs, by design).  SeaBIOS under TCG and
+# KVM where usable; Secure Boot under TCG only (this host's KVM has no SMM).
 SERVER=$TOP/out/libvfio-user-build/samples/gpio-pci-idio-16
+OVMF=/usr/share/OVMF
+SECBOOT_END="No bootable option or device was found."
 scripts/build-vfio-user.sh >&2 || echo "# build-vfio-user.sh failed"
-vfu_domain() {  # NAME DIR FEATURES TYPE: a pc-q35-10.1 domain, 2 GiB of shared memfd RAM
+vfu_domain() {  # NAME DIR FEATURES TYPE MIB FIRMWARE: pc-q35-10.1, shared memfd RAM
+    local os="" features=$3 console
+    if [ "$6" = secboot ]; then
+        cp "$OVMF/OVMF_VARS_4M.ms.fd" "$2/VARS.fd"; chmod 666 "$2/VARS.fd"
+        os="<loader readonly='yes' secure='yes' type='pflash' format='raw'>$OVMF/OVMF_CODE_4M.secboot.fd</loader>
+    <nvram format='raw'>$2/VARS.fd</nvram>"
+        features="<smm state='on'/>$features"
+        console="<serial type='file'><source path='$2/serial.log'/></serial>"
+    fi
     cat <<EOX
 <domain type='$4' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$1</name>
-  <memory unit='GiB'>2</memory>
+  <memory unit='MiB'>$5</memory>
   <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc-q35-10.1'>hvm</type></os>
-  <features>$3</features>
-  <devices><emulator>$EMULATOR</emulator></devices>
+  <os>
+    <type arch='x86_64' machine='pc-q35-10.1'>hvm</type>
+    $os
+  </os>
+  <features>$features</features>
+  <devices><emulator>$EMULATOR</emulator>$console</devices>
   <qemu:commandline>
     <qemu:arg value='-device'/>
     <qemu:arg value='{"driver":"vfio-user-pci","id":"vfio0","socket":{"path":"$2/vfio-user.sock","type":"unix"}}'/>
@@ -200,47 +249,87 @@ vfu_domain() {  # NAME DIR FEATURES TYPE: a pc-q35-10.1 domain, 2 GiB of shared 
 </domain>
 EOX
 }
-vfu_removals() {  # SERVER_LOG: removals of DMA regions over RAM above 1 MiB
+qmp_get() {  # NAME PATH PROPERTY
+    "${VIRSH[@]}" qemu-monitor-command "$1" \
+        "{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"$2\",\"property\":\"$3\"}}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["return"])'
+}
+vfu_removals() {  # SERVER_LOG [TSEG_START TSEG_END]: removals of DMA regions
+                  # over RAM above 1 MiB, outside TSEG
     python3 -c 'import sys; sys.path.insert(0, "scripts"); import dma_churn
-print(dma_churn.parse_server_log(open(sys.argv[1], errors="replace").read())[0])' "$1"
+tseg = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else None
+print(dma_churn.parse_server_log(open(sys.argv[1], errors="replace").read(), tseg)[0])' "$@"
+}
+booted() {  # FIRMWARE DIR: the end of boot is on the console
+    if [ "$1" = secboot ]; then
+        grep -qsF -e "Shell> " -e "$SECBOOT_END" "$2/serial.log"
+    else
+        grep -qs "No bootable device" "$2/debugcon.log"
+    fi
 }
 if [ -x "$SERVER" ]; then
-    while read -r label want features; do
+    while read -r label firmware mib want features; do
       for accel in "${accels[@]}"; do
+        if [ "$firmware" = secboot ] && [ "$accel" = kvm ]; then
+            ok "# SKIP vfio-user, $label (kvm): Secure Boot needs SMM, which this host's KVM lacks"
+            continue
+        fi
+        if [ "$firmware" = secboot ] && [ ! -e "$OVMF/OVMF_CODE_4M.secboot.fd" ]; then
+            not_ok "vfio-user, $label: no $OVMF/OVMF_CODE_4M.secboot.fd (Debian's ovmf)"; continue
+        fi
         name=mb-native-vfio-user-$label-$accel
         domains+=("$name")
         dir=$EMUDIR/$label-$accel
-        mkdir -p "$dir"; chmod 777 "$dir"
+        rm -rf "$dir"; mkdir -p "$dir"; chmod 777 "$dir"
         "$SERVER" -v "$dir/vfio-user.sock" >"$dir/server.log" 2>&1 &
         srv=$!
         for _ in $(seq 200); do [ -S "$dir/vfio-user.sock" ] && break; sleep 0.05; done
         chmod 666 "$dir/vfio-user.sock" 2>/dev/null
-        vfu_domain "$name" "$dir" "$features" "$accel" >"$RUN/$name.xml"
+        vfu_domain "$name" "$dir" "$features" "$accel" "$mib" "$firmware" >"$RUN/$name.xml"
         out=""
         if "${VIRSH[@]}" define "$RUN/$name.xml" >/dev/null &&
            out=$("${VIRSH[@]}" start "$name" 2>&1); then
-            for _ in $(seq 600); do
-                grep -qs "No bootable device" "$dir/debugcon.log" && break
+            esc=false
+            for _ in $(seq 1200); do
+                booted "$firmware" "$dir" && break
+                if ! $esc && grep -qs "startup.nsh" "$dir/serial.log"; then
+                    "${VIRSH[@]}" send-key "$name" KEY_ESC >/dev/null 2>&1; esc=true
+                fi
                 sleep 0.1
             done
-            check "vfio-user, $label ($accel): SeaBIOS reached 'No bootable device'" \
-                grep -qs "No bootable device" "$dir/debugcon.log"
+            check "vfio-user, $label ($accel): $firmware reached the end of boot" \
+                booted "$firmware" "$dir"
+            tseg=()
+            if [ "$firmware" = secboot ]; then
+                below=$(qmp_get "$name" /machine/q35 below-4g-mem-size)
+                mb=$(qmp_get "$name" /machine/q35/mch extended-tseg-mbytes)
+                tseg=($((below - mb * 1048576)) "$below")
+                echo "# $label: below-4g $below, TSEG [${tseg[0]}, $below)"
+                if [ "$want" = 0 ]; then
+                    got=$(qom_get "$name")
+                    check "vfio-user, $label ($accel): qom-get merge-barriers = [1048576,${tseg[0]}] (the TSEG base QEMU computed for $mib MiB; got $got)" \
+                        test "$got" = "[1048576,${tseg[0]}]"
+                fi
+            fi
             "${VIRSH[@]}" destroy "$name" >/dev/null 2>&1
-            got=$(vfu_removals "$dir/server.log")
+            got=$(vfu_removals "$dir/server.log" "${tseg[@]}")
             if [ "$want" = 0 ]; then
-                check "vfio-user, $label ($accel): 0 DMA unmaps of RAM above 1 MiB (got $got)" test "$got" = 0
+                check "vfio-user, $label ($accel): 0 DMA unmaps of RAM above 1 MiB outside TSEG (got $got)" test "$got" = 0
             else
-                check "vfio-user, $label ($accel): DMA unmaps of RAM above 1 MiB > 0 (got $got)" test "$got" -gt 0
+                check "vfio-user, $label ($accel): DMA unmaps of RAM above 1 MiB outside TSEG > 0 (got $got)" test "$got" -gt 0
             fi
         else
             not_ok "vfio-user, $label ($accel): define/start: ${out:-define failed}"
         fi
-        "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
+        "${VIRSH[@]}" undefine --nvram "$name" >/dev/null 2>&1
         kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null
       done
     done <<'EOF_VFU'
-no-element >0
-barrier-1M 0 <merge-barriers><barrier address='0x100000'/></merge-barriers>
+seabios-no-element seabios 2048 >0
+seabios-barrier-1M seabios 2048 0 <merge-barriers><barrier address='0x100000'/></merge-barriers>
+secboot-no-element secboot 2048 >0
+secboot-latest-2G secboot 2048 0 <merge-barriers layout='latest'/>
+secboot-latest-1536M secboot 1536 0 <merge-barriers layout='latest'/>
 EOF_VFU
 else
     ok "# SKIP vfio-user peer: no $SERVER (scripts/build-vfio-user.sh)"
