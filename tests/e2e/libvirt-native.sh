@@ -64,11 +64,13 @@ patched $EMULATOR microvm no
 unpatched $UNPATCHED_QEMU q35 no
 EOF_CAPS
 
-# barriers_of < XML: "none" (no element) or the element's addresses, e.g. "[0x100000]"
+# barriers_of < XML: "none" (no element), the element's layout, e.g.
+# "layout=latest", or its addresses, e.g. "[0x100000]"
 barriers_of() {
     python3 -c 'import sys, xml.etree.ElementTree as ET
 mb = ET.parse(sys.stdin).getroot().find("features/merge-barriers")
-print("none" if mb is None else "[" + ",".join(b.get("address") for b in mb) + "]")'
+print("none" if mb is None else "layout=" + mb.get("layout") if mb.get("layout")
+      else "[" + ",".join(b.get("address") for b in mb) + "]")'
 }
 
 # Valid domains: define, start, no taint, command line, XML, qom-get.
@@ -218,12 +220,12 @@ OVMF=/usr/share/OVMF
 SECBOOT_END="No bootable option or device was found."
 scripts/build-vfio-user.sh >&2 || echo "# build-vfio-user.sh failed"
 vfu_domain() {  # NAME DIR FEATURES TYPE MIB FIRMWARE: pc-q35-10.1, shared memfd RAM
-    local os="" features=$3 console
+    local os="" features=$3 console=""
     if [ "$6" = secboot ]; then
         cp "$OVMF/OVMF_VARS_4M.ms.fd" "$2/VARS.fd"; chmod 666 "$2/VARS.fd"
         os="<loader readonly='yes' secure='yes' type='pflash' format='raw'>$OVMF/OVMF_CODE_4M.secboot.fd</loader>
     <nvram format='raw'>$2/VARS.fd</nvram>"
-        features="<smm state='on'/>$features"
+        features="<acpi/><smm state='on'/>$features"
         console="<serial type='file'><source path='$2/serial.log'/></serial>"
     fi
     cat <<EOX
