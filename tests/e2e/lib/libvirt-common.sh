@@ -103,6 +103,14 @@ qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576
         python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["return"]).replace(" ", ""))'
 }
 
+lv_has_smm() {  # NAME: the running domain's CPUs have SMM (its SMRAM views)
+    local mtree
+    # whole output first: grep -q closing the pipe early would fail virsh
+    # with SIGPIPE under pipefail
+    mtree=$("${VIRSH[@]}" qemu-monitor-command "$1" --hmp 'info mtree')
+    grep -qE 'cpu-smm-0|KVM-SMRAM' <<<"$mtree"
+}
+
 # xml_for FILE TYPE NAME: FILE with our emulator, domain type and name
 xml_for() {
     sed -e "s|<emulator>.*</emulator>|<emulator>$EMULATOR</emulator>|" \
