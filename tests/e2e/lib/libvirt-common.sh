@@ -97,10 +97,14 @@ lv_accels() {
     return 0
 }
 
-qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576]
+lv_qom_get() {  # NAME PATH PROPERTY: a QOM property of a running domain, as JSON
     "${VIRSH[@]}" qemu-monitor-command "$1" \
-        '{"execute":"qom-get","arguments":{"path":"/machine","property":"merge-barriers"}}' |
+        "{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"$2\",\"property\":\"$3\"}}" |
         python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["return"]).replace(" ", ""))'
+}
+
+qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576]
+    lv_qom_get "$1" /machine merge-barriers
 }
 
 lv_has_smm() {  # NAME: the running domain's CPUs have SMM (its SMRAM views)
