@@ -26,13 +26,13 @@ all: build build-libvirt demo
 
 help:
 	@echo "make               install deps, fetch QEMU 10.2.2 and libvirt 11.3.0, apply both series, build, demo"
-	@echo "make check         all of the above, then every test; ends with 'N passed, M failed'"
+	@echo "make check         all of the above and unpatched 10.2.2, then every test; ends with 'N passed, M failed'"
 	@echo "make export        patches/ <- out/qemu-src, libvirt-patches/ <- out/libvirt-src (after editing there)"
 	@echo "make check-series  fail if a patch queue and its work tree disagree"
 	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
 	@echo "make bisect-check-libvirt  build and test every prefix of the libvirt series"
 	@echo "make alternative   build the unmergeable comparison variant (alternative-patches/)"
-	@echo "make bench         side by side with unpatched 10.2.2: DMA and vhost churn on 4 KiB and hugepage RAM, KVM large pages, update cost"
+	@echo "make bench         side by side with unpatched 10.2.2: DMA and vhost churn on 4 KiB and hugepage RAM, slot-limited consumers and vhost policies, KVM large pages, update cost"
 	@echo "make cover-letter  both cover letters (patches/, libvirt-patches/); the QEMU one with the latest bench"
 	@echo "make bisect-check  build every prefix of the series, then run its tests"
 	@echo "make check-sanitize  ASan+UBSan build; the series' qtests and the fuzzer under it"
@@ -71,7 +71,9 @@ build-libvirt: apply-libvirt
 bisect-check-libvirt: apply-libvirt
 	@scripts/bisect-check-libvirt.sh
 
-check: build-tests build-libvirt
+# unpatched: the stock 10.2.2 build that tests/e2e compares with and
+# migrates to and from
+check: build-tests build-libvirt unpatched
 	@QTESTS="$(QTESTS)" UNITS="$(UNITS)" scripts/run-tests.sh
 
 UNPATCHED := out/qemu-unpatched/build/qemu-system-x86_64
@@ -85,15 +87,23 @@ ALTERNATIVE := out/qemu-alternative/build/qemu-system-x86_64
 alternative: apply
 	@scripts/build-alternative.sh
 
+VARIANTS := --variant "always (v3)=out/variants/always/qemu-system-x86_64" \
+            --variant "configurable slots only=out/variants/configurable-slots/qemu-system-x86_64"
+
 bench: build unpatched alternative
 	@scripts/build-vfio-user.sh
+	@scripts/build-vhost-variants.sh
+	@echo "bench: consumers with a fixed number of mappings (DPDK vhost-user, vfio-user), unpatched vs patched vs vhost policies"
+	@/usr/bin/python3 scripts/vhost_slots.py --unpatched $(UNPATCHED) $(VARIANTS) \
+	    --markdown out/bench-vhost-slots.md --csv out/bench-vhost-slots.csv
 	@echo "bench: DMA churn while SeaBIOS and OVMF boot, unpatched vs patched"
 	@/usr/bin/python3 scripts/dma_churn.py --unpatched $(UNPATCHED) \
 	    --alternative $(ALTERNATIVE) --csv out/bench-dma-churn.csv --svg out/bench-dma-churn.svg \
 	    --markdown out/bench-dma-churn.md
 	@echo "bench: vhost-user backend (qemu-storage-daemon) memory table churn, unpatched vs patched"
 	@/usr/bin/python3 scripts/vhost_churn.py --unpatched $(UNPATCHED) \
-	    --alternative $(ALTERNATIVE) --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
+	    --alternative $(ALTERNATIVE) $(VARIANTS) \
+	    --csv out/bench-vhost-churn.csv --svg out/bench-vhost-churn.svg \
 	    --markdown out/bench-vhost-churn.md
 	@echo "bench: the multi-process proxy with a remote LSI controller (KVM), 4 KiB and 2 MiB RAM"
 	@/usr/bin/python3 scripts/proxy_churn.py --unpatched $(UNPATCHED) \

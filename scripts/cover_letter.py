@@ -8,6 +8,8 @@ The QEMU text's placeholders take the latest measurements:
   @DMA_CHURN@   out/bench-dma-churn.md (make bench) or out/dma-churn.md (make)
   @VHOST_CHURN@ out/bench-vhost-churn.md (make bench) or out/vhost-churn.md
   @BENCH_COST@  out/bench-cost.md (make bench)
+  @VHOST_SLOTS@ out/bench-vhost-slots.md (make bench) or out/vhost-slots.md
+                (make check): consumers with a fixed number of mappings
   @COMPARE@     out/bench-compare.md (make bench): unpatched, the
                 `unmergeable` alternative and the series; the alternative's
                 rows are left out of the other two tables
@@ -23,18 +25,19 @@ import re
 import subprocess
 import sys
 
+# queue -> (work tree, base, cover letter, its text, the series' version)
 QUEUES = {
     "qemu": ("out/qemu-src", "debian-base", "patches/0000-cover-letter.patch",
-             "docs/cover-letter.txt"),
+             "docs/cover-letter.txt", "v4"),
     "libvirt": ("out/libvirt-src", "upstream-base",
                 "libvirt-patches/0000-cover-letter.patch",
-                "docs/libvirt-cover-letter.txt"),
+                "docs/libvirt-cover-letter.txt", "v2"),
 }
 _queue = (sys.argv[sys.argv.index("--queue") + 1]
           if "--queue" in sys.argv[1:-1] else "qemu")
 if _queue not in QUEUES:
     sys.exit(f"unknown queue '{_queue}' (qemu or libvirt)")
-SRC, BASE, OUT, TEXT = QUEUES[_queue]
+SRC, BASE, OUT, TEXT, VERSION = QUEUES[_queue]
 
 
 def git(*args):
@@ -84,7 +87,8 @@ def readme_table(key):
     marker = {"@DMA_CHURN@": "bench-dma-churn table",
               "@VHOST_CHURN@": "bench-vhost-churn table",
               "@BENCH_COST@": "bench-cost table",
-              "@COMPARE@": "bench-compare table"}[key]
+              "@COMPARE@": "bench-compare table",
+              "@VHOST_SLOTS@": "vhost-slots table"}[key]
     text = open("README.md").read()
     start = text.find(f"<!-- {marker} -->")
     end = text.find(f"<!-- end of {marker} -->")
@@ -106,11 +110,12 @@ def main():
         text = open(OUT).read()
         missing = [s for s in subjects() if f"\n  {s}\n" not in text]
         n = len(subjects())
-        ok = f"[PATCH 0/{n}]" in text and not missing
+        tag = f"[PATCH {VERSION} 0/{n}]"
+        ok = tag in text and not missing
         for s in missing:
             print(f"cover letter does not list: {s}")
-        if f"[PATCH 0/{n}]" not in text:
-            print(f"cover letter is not [PATCH 0/{n}]")
+        if tag not in text:
+            print(f"cover letter is not {tag}")
         return 0 if ok else 1
 
     lines = open(TEXT).read().split("\n")
@@ -120,7 +125,9 @@ def main():
                        ("@VHOST_CHURN@", ["out/bench-vhost-churn.md",
                                           "out/vhost-churn.md"]),
                        ("@BENCH_COST@", ["out/bench-cost.md"]),
-                       ("@COMPARE@", ["out/bench-compare.md"])):
+                       ("@COMPARE@", ["out/bench-compare.md"]),
+                       ("@VHOST_SLOTS@", ["out/bench-vhost-slots.md",
+                                          "out/vhost-slots.md"])):
         path = next((p for p in paths if os.path.exists(p)), None)
         if key in body:
             if not path:
@@ -140,7 +147,8 @@ def main():
     stat = git("diff", "--stat=72", f"{BASE}..HEAD")
     text = (f"From 0000000000000000000000000000000000000000 Mon Sep 17 "
             f"00:00:00 2001\nFrom: {author}\nDate: {date}\n"
-            f"Subject: [PATCH 0/{len(subj)}] {subject}\n\n{body}\n\n"
+            f"Subject: [PATCH {VERSION} 0/{len(subj)}] {subject}\n\n"
+            f"{body}\n\n"
             f"{name} ({len(subj)}):\n" +
             "".join(f"  {s}\n" for s in subj) + f"\n{stat}\n")
     with open(OUT, "w") as f:

@@ -20,8 +20,11 @@ for g in "${groups[@]}"; do
         want+=(libjson-c-dev libcmocka-dev) ;;
     e2e)
         # dma_churn.py's OVMF rows (plain and secure boot firmware);
-        # vhost_churn.py traces the vhost-user backend's mmap/munmap.
-        want+=(ovmf strace) ;;
+        # vhost_churn.py traces the vhost-user backend's mmap/munmap;
+        # vhost_slots.py and migration-stock.py: DPDK's dpdk-testpmd (in
+        # dpdk-dev) with the net_vhost driver and its mempool as the
+        # 8-region vhost-user backend.
+        want+=(ovmf strace dpdk-dev librte-net-vhost23 librte-mempool-ring23) ;;
     libvirt)
         # libvirt-daemon-driver-qemu needs a qemu-system-x86 package installed
         # (the tests run the patched binary through <emulator>).

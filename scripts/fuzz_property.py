@@ -9,14 +9,16 @@ and random JSON) go through three paths:
            starts (and qom-get answers) or exits with status 1 and one line
            on stderr; never a signal, an assertion, a sanitizer report or a
            hang
-  qom-set  QMP qom-set on one running QEMU: a value or a QMP error; after
-           an error the previous barriers stay in force
-  hmp      HMP qom-set (the string input visitor) for text values
+  qom-set  QMP qom-set on one QEMU before machine init (-preconfig): a
+           value or a QMP error; after an error the previous barriers stay
+  hmp      HMP qom-set on a running QEMU: the barriers are fixed once the
+           machine is created, so every value is refused with one message
+           and nothing changes
 
 Every accepted value must read back canonical (sorted, no duplicates, each
 above 0 and 4 KiB aligned, at most 64); values whose meaning is known by
 construction must read back exactly that (or be refused when invalid), and
-the three paths must agree on the same text.  Fixed seed; TAP output.
+the command line and qom-set must agree on the same text.  Fixed seed; TAP output.
 
   fuzz_property.py [--seed N] [--cli N] [--qmp N] [--qemu BIN]
 """
@@ -143,21 +145,28 @@ def canonical(v):
 
 
 class Runner:
-    def __init__(self, qemu, tmp):
-        self.qemu, self.tmp = qemu, tmp
+    """One QEMU: before machine init (-preconfig), or created and stopped
+    (-S)."""
+
+    def __init__(self, qemu, tmp, phase="-preconfig"):
+        self.qemu, self.tmp, self.phase = qemu, tmp, phase
+        self.name = phase.strip("-")
         self.proc = None
 
     def start(self):
-        path = os.path.join(self.tmp, "qmp.sock")
+        path = os.path.join(self.tmp, f"qmp-{self.name}.sock")
         if os.path.exists(path):
             os.unlink(path)
-        self.err = open(os.path.join(self.tmp, "qemu.err"), "wb")
+        self.err = open(self.errfile(), "wb")
         self.proc = subprocess.Popen(
             [self.qemu, "-machine", "pc", "-accel", "qtest", "-display",
-             "none", "-nodefaults", "-S", "-qmp",
+             "none", "-nodefaults", self.phase, "-qmp",
              f"unix:{path},server=on,wait=off"],
             stdout=subprocess.DEVNULL, stderr=self.err)
         self.qmp = QMP(path)
+
+    def errfile(self):
+        return os.path.join(self.tmp, f"qemu-{self.name}.err")
 
     def stop(self):
         stop(self.proc)
@@ -166,6 +175,10 @@ class Runner:
     def get(self):
         return self.qmp.cmd("qom-get", path="/machine",
                             property="merge-barriers")
+
+
+# What qom-set says once the machine is created
+REFUSED = "merge-barriers: can only be set when the machine is created"
 
 
 def run_cli(qemu, text):
@@ -250,10 +263,13 @@ def main():
                 print(f"# cli: {i + 1}/{opts.cli}", file=sys.stderr,
                       flush=True)
 
-        # qom-set (QMP) and HMP qom-set on one running QEMU.
+        # qom-set (QMP) before machine init, HMP qom-set at run time.
         runner = Runner(opts.qemu, tmp)
         runner.start()
         current = runner.get()
+        running = Runner(opts.qemu, tmp, "-S")
+        running.start()
+        fixed = running.get()
         for i in range(opts.qmp):
             use_json = rng.random() < 0.2
             if use_json:
@@ -267,28 +283,36 @@ def main():
                    and text.isprintable())
             path = "hmp" if hmp else "qom-set"
             counts[path] += 1
+            who = running if hmp else runner
             try:
                 if hmp:
-                    rsp = runner.qmp.execute("human-monitor-command",
-                                         **{"command-line": "qom-set /machine "
-                                            f"merge-barriers {text}"})
-                    ok = "return" in rsp and rsp["return"] == ""
+                    rsp = running.qmp.execute(
+                        "human-monitor-command",
+                        **{"command-line": "qom-set /machine "
+                           f"merge-barriers {text}"})
+                    after = running.get()
                 else:
                     rsp = runner.qmp.execute("qom-set", path="/machine",
-                                         property="merge-barriers",
-                                         value=value)
+                                             property="merge-barriers",
+                                             value=value)
                     ok = "return" in rsp
-                after = runner.get()
+                    after = runner.get()
             except (EOFError, OSError, json.JSONDecodeError) as e:
-                runner.proc.wait(timeout=20)
-                err = open(os.path.join(tmp, "qemu.err"),
-                           errors="replace").read()
+                who.proc.wait(timeout=20)
+                err = open(who.errfile(), errors="replace").read()
                 fail(path, f"{(text if text is not None else value)!r}: "
-                           f"QEMU died ({e}; status {runner.proc.returncode}"
+                           f"QEMU died ({e}; status {who.proc.returncode}"
                            f"): {err.strip()[:300]}")
-                runner.stop()
-                runner.start()
+                who.stop()
+                who.start()
                 current = runner.get()
+                continue
+            if hmp:
+                msg = rsp.get("return", "")
+                if REFUSED not in msg or after != fixed:
+                    fail(path, f"{text!r}: at run time {msg.strip()!r}, "
+                               f"barriers {fixed!r} -> {after!r}; expected "
+                               "the one refusal and no change")
                 continue
             if not ok:
                 if after != current:
@@ -303,13 +327,14 @@ def main():
             if (i + 1) % 1000 == 0:
                 print(f"# qom-set/hmp: {i + 1}/{opts.qmp}", file=sys.stderr,
                       flush=True)
-        alive = runner.proc.poll() is None
-        runner.stop()
-        err = open(os.path.join(tmp, "qemu.err"), errors="replace").read()
-        if any(b in err for b in BAD_OUTPUT):
-            fail("qom-set", f"sanitizer or assertion output: {err[:300]}")
-        if not alive:
-            fail("qom-set", "QEMU was not running at the end")
+        for r, path in ((runner, "qom-set"), (running, "hmp")):
+            alive = r.proc.poll() is None
+            r.stop()
+            err = open(r.errfile(), errors="replace").read()
+            if any(b in err for b in BAD_OUTPUT):
+                fail(path, f"sanitizer or assertion output: {err[:300]}")
+            if not alive:
+                fail(path, "QEMU was not running at the end")
 
     print("1..3")
     for n, path in enumerate(("cli", "qom-set", "hmp"), 1):

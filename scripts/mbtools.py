@@ -28,7 +28,12 @@ GUEST_RAM = {
     "memfd-2M": ("memfd hugetlb 2 MiB", 2048, 1),
     "memfd-1G": ("memfd hugetlb 1 GiB", 1048576, 1),
     "file-2M-numa": ("hugetlbfs file 2 MiB, 2 NUMA nodes", 2048, 2),
+    "file-2M-1G-numa": ("hugetlbfs files 2 MiB and 1 GiB, 2 NUMA nodes",
+                        2048, 2),
 }
+# Backends whose NUMA nodes have different page sizes: per node, in KiB
+# (GUEST_RAM's page size is the first node's).
+NODE_PAGES = {"file-2M-1G-numa": (2048, 1048576)}
 RAM_SIZE = 2 * GiB
 HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-{}kB/{}"
 
@@ -38,9 +43,18 @@ def page_label(kb):
         (f"{kb >> 20} GiB" if kb >= 1 << 20 else f"{kb >> 10} MiB")
 
 
+def node_pages(name):
+    """The page size of each NUMA node of a GUEST_RAM backend, in KiB."""
+    _, kb, nodes = GUEST_RAM[name]
+    return NODE_PAGES.get(name, (kb,) * nodes)
+
+
 def ram_short(name):
     """A table's label of a GUEST_RAM backend: "2 MiB", "2 MiB, 2 nodes"."""
     _, kb, nodes = GUEST_RAM[name]
+    if name in NODE_PAGES:
+        return (" + ".join(page_label(k) for k in NODE_PAGES[name]) +
+                f" files, {nodes} nodes")
     return page_label(kb) + (f" file, {nodes} nodes" if nodes > 1 else "")
 
 
@@ -102,17 +116,25 @@ def hugetlbfs(kb):
 def guest_ram_pool(name):
     """What guest RAM `name` needs from the host, for every run in the
     block: hugepages reserved (2 GiB of them), hugetlbfs mounted for the
-    file backends.  Yields the mount (or None)."""
+    file backends.  Yields {page size in KiB: mount} for the file backends
+    (one mount per page size), else None."""
     _, kb, nodes = GUEST_RAM[name]
     if kb is None:
         yield None
         return
+    if nodes > 1:
+        # one hugetlbfs mount per page size: {KiB: path}
+        pages = node_pages(name)
+        with contextlib.ExitStack() as stack:
+            mounts = {}
+            for k in dict.fromkeys(pages):
+                per_node = (RAM_SIZE // nodes) // (k << 10)
+                stack.enter_context(hugepages(k, per_node * pages.count(k)))
+                mounts[k] = stack.enter_context(hugetlbfs(k))
+            yield mounts
+        return
     with hugepages(kb, RAM_SIZE // (kb << 10)):
-        if nodes > 1:
-            with hugetlbfs(kb) as mnt:
-                yield mnt
-        else:
-            yield None
+        yield None
 
 
 def by_guest_ram(plan, memory_of, tmp, describe):
@@ -153,8 +175,8 @@ class GuestRam:
         self.label, self.kb, self.nodes = GUEST_RAM[name]
         self.files = []
         if self.nodes > 1:
-            self.files = [os.path.join(mount, f"{tag}-node{i}")
-                          for i in range(self.nodes)]
+            self.files = [os.path.join(mount[k], f"{tag}-node{i}")
+                          for i, k in enumerate(node_pages(name))]
 
     def args(self):
         """-object (and -numa) options; the machine option is

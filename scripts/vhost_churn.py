@@ -61,7 +61,8 @@ import time
 from dma_churn import (FAMILY, OVMF_DIR, classify, connect_qmp,
                        firmware_args, human, log, machine_opts, tseg_window,
                        wait_boot)
-from mbtools import (ALTERNATIVE, GUEST_RAM, GuestRam, HostLimit, QTestConn,
+from mbtools import (ALTERNATIVE, GUEST_RAM, NODE_PAGES, GuestRam, HostLimit,
+                     QTestConn,
                      add_churn_args, connect_unix, grouped_bars_svg,
                      by_guest_ram, ram_short, reference_rows, stop, text_table,
                      write_csv,
@@ -76,6 +77,8 @@ PAM_REPLAY = (0x00, 0x33, 0x11)
 SEABIOS_DISK_READ = b"Boot failed: not a bootable disk"
 # Rows that measure other builds: a failure there is a result, not an error.
 REFERENCE = ("unpatched 10.2.2", ALTERNATIVE)
+# The labels of vhost policy variants (--variant) start with this.
+VARIANT = "vhost policy: "
 
 # name -> (machine kind, firmware, whether "merge-barriers=" rows run)
 SETUPS = {
@@ -347,11 +350,14 @@ MEMORY = {
     "memfd-2M": list(SETUPS),
     "memfd-1G": ["q35", "q35-ovmf-secboot"],
     "file-2M-numa": ["q35"],
+    # vhost's overlap checks with memdevs of different page sizes, and a
+    # barrier at the node boundary (1 GiB)
+    "file-2M-1G-numa": ["q35"],
 }
 
 
 def configs(patched, unpatched, setups, memories=("memfd",),
-            alternative=None):
+            alternative=None, variants=()):
     """Rows; expect_boot / expect_replay: "zero", "churn" or "any".
 
     On hugepages vhost-user maps whole pages: the PAM changes below 1 MiB
@@ -368,8 +374,14 @@ def configs(patched, unpatched, setups, memories=("memfd",),
         rows += [(label, binary, mtype, None, "any", "any")
                  for label, binary, mtype
                  in reference_rows(unpatched, alternative, f"{fam}-10.2")]
+        # vhost policy variants (make bench): measured, not judged
+        rows += [(VARIANT + label, binary, f"{fam}-10.2", None, "any", "any")
+                 for label, binary in variants]
+        # vhost joins sections across merge barriers (patch 3): with the
+        # defaults the backend sees what it sees without barriers, so the
+        # replay churns on 4 KiB pages as on the old types.
         rows.append(("patched, 10.2 type (default)", patched, f"{fam}-10.2",
-                     None, "zero", "zero"))
+                     None, "zero", churn))
         # The boot alone shows no removal even without barriers (see the
         # docstring: measured 0 with SeaBIOS and OVMF on every machine
         # type); the replay must.
@@ -378,6 +390,9 @@ def configs(patched, unpatched, setups, memories=("memfd",),
                          f"{fam}-10.2", "", "any", churn))
         rows.append(("patched, 10.1 type", patched, f"{fam}-10.1", None,
                      "any", churn))
+        if memory in NODE_PAGES:
+            rows.append(("patched, merge-barriers=1M,,1G (node boundary)",
+                         patched, f"{fam}-10.2", "1M,,1G", "zero", churn))
         for label, binary, mtype, barriers, e_boot, e_replay in rows:
             out.append({"setup": name, "machine": kind, "firmware": firmware,
                         "memory": memory, "configuration": label,
@@ -481,6 +496,9 @@ def main():
     add_churn_args(ap, SETUPS, OVMF_DIR,
                    "emit TAP: 0 removals with the default machine types, "
                    "more than 0 without barriers (replay)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="LABEL=BIN: a vhost policy variant on the 10.2 "
+                    "types (scripts/build-vhost-variants.sh)")
     opts = ap.parse_args()
 
     missing = []
@@ -498,7 +516,8 @@ def main():
         return 1
 
     plan = configs(opts.qemu, opts.unpatched, opts.setup or list(SETUPS),
-                   opts.memory or list(MEMORY), opts.alternative)
+                   opts.memory or list(MEMORY), opts.alternative,
+                   [tuple(v.split("=", 1)) for v in opts.variant])
     if opts.tap:
         print(f"1..{2 * len(plan)}", flush=True)
     rows = []
@@ -528,8 +547,10 @@ def main():
                                 ignore=shutil.ignore_patterns("*.sock",
                                                               "*.raw"))
                 log(f"    failed: {e} (files: {keep})")
-                if cfg["configuration"] in REFERENCE:
-                    # what unpatched QEMU or the alternative does: a result
+                if cfg["configuration"] in REFERENCE or \
+                        cfg["configuration"].startswith(VARIANT):
+                    # what unpatched QEMU, the alternative or a variant
+                    # does: a result
                     rows.append(dict(failed=str(e), **{k: cfg[k] for k in (
                         "setup", "machine", "firmware", "memory",
                         "configuration", "machine_type")}))

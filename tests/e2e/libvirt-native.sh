@@ -167,7 +167,7 @@ refused_at_start() {
 # check QEMU's limits); QEMU refuses to start with its own message.
 refused_at_start mb-native-misaligned \
     "$(xml_for examples/libvirt/native/pc-i440fx-10.2-misaligned.xml qemu mb-native-misaligned)" \
-    "merge-barriers: merge barrier 0x100800 is not aligned to the target page size (0x1000)" "QEMU's"
+    "merge-barriers: merge barrier 0x100800 is not aligned to the page size 0x1000 (target page 0x1000, host page 0x1000)" "QEMU's"
 
 if $have_unpatched; then
     xml=$(xml_for examples/libvirt/native/pc-q35-10.1-latest.xml qemu mb-native-unpatched)
