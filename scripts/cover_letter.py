@@ -88,7 +88,7 @@ def readme_table(key):
               "@VHOST_CHURN@": "bench-vhost-churn table",
               "@BENCH_COST@": "bench-cost table",
               "@COMPARE@": "bench-compare table",
-              "@VHOST_SLOTS@": "vhost-slots table"}[key]
+              "@VHOST_SLOTS@": "bench-vhost-slots table"}[key]
     text = open("README.md").read()
     start = text.find(f"<!-- {marker} -->")
     end = text.find(f"<!-- end of {marker} -->")

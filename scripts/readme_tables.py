@@ -13,7 +13,7 @@ import sys
 
 NAMES = ["dma-churn", "vhost-churn", "tseg-sweep", "bench-dma-churn",
          "bench-vhost-churn", "bench-compare", "bench-proxy-churn", "bench-kvm-largepages",
-         "bench-cost", "vhost-slots"]
+         "bench-cost", "bench-vhost-slots"]
 
 
 def main():

@@ -214,6 +214,19 @@ def wait_packets(pmd, qemu_proc, above, what):
                        f"after {PACKET_TIMEOUT} s")
 
 
+def reset_and_wait(pmd, qmp, qemu_proc, what):
+    """Reset the guest; wait until the device is started again (a new
+    memory table reaches the backend), then for packets after that."""
+    tables = len(pmd.tables())
+    qmp.cmd("system_reset")
+    deadline = time.time() + PACKET_TIMEOUT
+    while len(pmd.tables()) <= tables:
+        if time.time() > deadline or qemu_proc.poll() is not None:
+            raise RuntimeError(f"the device was not started again {what}")
+        time.sleep(0.2)
+    return wait_packets(pmd, qemu_proc, pmd.rx_packets(), what)
+
+
 def replay_pam(qt, kind):
     regs = PAM_REGS[kind]
     for val in PAM_REPLAY:
@@ -241,10 +254,8 @@ def run_one(qemu, cfg, kb, workdir):
         rx = [wait_packets(pmd, qemu_proc, 0, "after the boot")]
         r["regions"] = len(pmd.tables()[-1][0]) if pmd.tables() else 0
         for i in range(RESETS):
-            qmp.cmd("system_reset")
-            time.sleep(1)
-            rx.append(wait_packets(pmd, qemu_proc, pmd.rx_packets(),
-                                   f"after reset {i + 1}"))
+            rx.append(reset_and_wait(pmd, qmp, qemu_proc,
+                                     f"after reset {i + 1}"))
         r["rx"] = rx
         tables = pmd.tables()
         r["set_mem_table"] = len(tables)
