@@ -41,10 +41,16 @@ def start(tmp, name, qemu, cfg, pmd, dimms, incoming=None):
         extra += ["-incoming", incoming]
     args = qemu_args(qemu, cfg, None, pmd.sock, tmp, dimms=dimms,
                      extra=extra)
+    err = os.path.join(tmp, f"{name}.err")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(tmp, f"{name}.err"),
-                                        "wb"))
-    return proc, QMP(qmp, timeout=60)
+                            stderr=open(err, "wb"))
+    try:
+        return proc, QMP(qmp, timeout=60)
+    except (OSError, EOFError):
+        stop(proc, 5)
+        raise RuntimeError(f"the {name} QEMU ({qemu}) did not start with "
+                           f"{dimms} DIMMs: " +
+                           open(err, errors="replace").read().strip()[-300:])
 
 
 def migrate_one(tap, kind, mtype, src_bin, dst_bin, desc):
