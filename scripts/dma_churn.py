@@ -57,6 +57,7 @@ import tempfile
 import time
 
 from mbtools import (GUEST_RAM, QMP, RAM_SIZE, page_label, GuestRam, HostLimit,
+                     start_vfio_user_server,
                      add_churn_args, by_guest_ram, reference_rows,
                      grouped_bars_svg, stop, text_table,
                      write_csv, write_markdown)
@@ -433,17 +434,9 @@ def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
             os.unlink(f)
     fw_args, watch, ends = firmware_args(cfg["firmware"], workdir, ovmf_dir)
 
-    with open(srv_log, "wb") as out:
-        srv = subprocess.Popen([server, "-v", sock], stdout=out,
-                               stderr=subprocess.STDOUT)
+    srv = start_vfio_user_server(server, sock, srv_log)
     qemu_proc = None
     try:
-        deadline = time.time() + 10
-        while not os.path.exists(sock):
-            if srv.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"vfio-user server did not start "
-                                   f"(log: {srv_log})")
-            time.sleep(0.02)
 
         ram = GuestRam(cfg["memory"])
         args = [qemu, "-machine", machine_opts(cfg, ram), "-accel", accel,

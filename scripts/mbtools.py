@@ -338,6 +338,45 @@ class QMP:
         self.sock.close()
 
 
+def start_vfio_user_server(server, sock, log_path, timeout=10):
+    """libvfio-user's sample server (verbose) on a UNIX socket, once it
+    listens; its output goes to log_path."""
+    with open(log_path, "wb") as out:
+        srv = subprocess.Popen([server, "-v", sock], stdout=out,
+                               stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while not os.path.exists(sock):
+        if srv.poll() is not None or time.time() > deadline:
+            stop(srv, 5)
+            raise RuntimeError(f"vfio-user server did not start "
+                               f"(log: {log_path})")
+        time.sleep(0.02)
+    return srv
+
+
+def wait_migration(qmp, timeout=120):
+    """Poll query-migrate on the source until the migration ends (or
+    `timeout` seconds pass); its last status."""
+    deadline = time.time() + timeout
+    while True:
+        status = qmp.cmd("query-migrate").get("status")
+        if status in ("completed", "failed", "cancelled") or \
+                time.time() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def wait_running(qmp, timeout=30):
+    """Poll query-status until the guest runs (or `timeout` seconds pass);
+    the last status."""
+    deadline = time.time() + timeout
+    while True:
+        status = qmp.cmd("query-status")["status"]
+        if status == "running" or time.time() > deadline:
+            return status
+        time.sleep(0.1)
+
+
 def stop(proc, timeout=20):
     """SIGTERM a process, then SIGKILL it if it does not exit in time."""
     if proc is None or proc.poll() is not None:

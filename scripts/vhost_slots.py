@@ -39,7 +39,8 @@ import tempfile
 import time
 
 from mbtools import (HostLimit, QMP, QTestConn, Tap, connect_unix, hugepages,
-                     page_label, stop, text_table, write_csv, write_markdown)
+                     page_label, start_vfio_user_server, stop, text_table,
+                     write_csv, write_markdown)
 
 TESTPMD = "/usr/bin/dpdk-testpmd"
 PXE_ROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
@@ -298,16 +299,9 @@ def vfio_user_ok(qemu, cfg, server, workdir, dimms):
     slog = os.path.join(workdir, f"vfu{dimms}.log")
     dbg = os.path.join(workdir, f"vfu{dimms}.dbg")
     err = os.path.join(workdir, f"vfu{dimms}.err")
-    with open(slog, "wb") as out:
-        srv = subprocess.Popen([server, "-v", sock], stdout=out,
-                               stderr=subprocess.STDOUT)
+    srv = start_vfio_user_server(server, sock, slog)
     proc = None
     try:
-        deadline = time.time() + 10
-        while not os.path.exists(sock):
-            if srv.poll() is not None or time.time() > deadline:
-                raise RuntimeError("vfio-user server did not start")
-            time.sleep(0.02)
         mopts = cfg["machine_type"] + ",memory-backend=mem" + cfg["opts"]
         args = [qemu, "-machine", mopts, "-accel", "tcg",
                 "-m", f"{GUEST_MB}M,slots=16,maxmem=8G",

@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
-from mbtools import QMP, Tap, stop  # noqa: E402
+from mbtools import QMP, Tap, stop, wait_migration, wait_running  # noqa: E402
 from vhost_slots import (TESTPMD, TestPmd, dimm_capacity, qemu_args,  # noqa: E402
                          reset_and_wait, wait_packets)
 
@@ -78,20 +78,9 @@ def migrate_one(tap, kind, mtype, src_bin, dst_bin, desc):
                       f"limit next to the 8-region backend); the device "
                       f"carries packets on the source (RX {rx})")
             sqmp.cmd("migrate", uri=f"unix:{sock}")
-            deadline = time.time() + 180
-            while True:
-                status = sqmp.cmd("query-migrate").get("status")
-                if status in ("completed", "failed", "cancelled") or \
-                        time.time() > deadline:
-                    break
-                time.sleep(0.1)
+            status = wait_migration(sqmp, 180)
             tap.check(status == "completed", f"{desc}: migration {status}")
-            deadline = time.time() + 30
-            while True:
-                dstat = dqmp.cmd("query-status")["status"]
-                if dstat == "running" or time.time() > deadline:
-                    break
-                time.sleep(0.1)
+            dstat = wait_running(dqmp)
             tap.check(dstat == "running", f"{desc}: destination {dstat}")
             rx = reset_and_wait(dst_pmd, dqmp, dst,
                                 "on the destination after a reset")

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "scripts"))
-from mbtools import QMP, Tap, stop  # noqa: E402
+from mbtools import QMP, Tap, stop, wait_migration, wait_running  # noqa: E402
 
 QEMU = os.path.abspath(os.environ.get("QEMU", "out/qemu-system-x86_64"))
 CASES = [
@@ -63,21 +63,10 @@ def main():
                 procs.append(src)
                 time.sleep(0.5)               # let SeaBIOS run a little
                 sqmp.cmd("migrate", uri=f"unix:{sock}")
-                deadline = time.time() + 120
-                while True:
-                    status = sqmp.cmd("query-migrate").get("status")
-                    if status in ("completed", "failed", "cancelled") or \
-                            time.time() > deadline:
-                        break
-                    time.sleep(0.1)
+                status = wait_migration(sqmp, 120)
                 result(status == "completed",
                        f"{desc}: migration {status}")
-                deadline = time.time() + 30
-                while True:
-                    dstat = dqmp.cmd("query-status")["status"]
-                    if dstat == "running" or time.time() > deadline:
-                        break
-                    time.sleep(0.1)
+                dstat = wait_running(dqmp)
                 result(dstat == "running",
                        f"{desc}: destination {dstat}")
                 got = dqmp.cmd("qom-get", path="/machine",
