@@ -5,10 +5,15 @@ Merge barriers only change how the host presents guest memory to its
 listeners; they must not enter the migration stream.  A pc-q35-10.2 guest
 (SeaBIOS running, TCG) migrates between two patched QEMUs with different
 barrier settings, both ways; the migration completes, the destination runs,
-and it keeps its own barriers.  Speaks TAP.
+and it keeps its own barriers.  Then the TSEG barrier, which the MCH arms
+when firmware enables TSEG: a pc-q35-10.2 guest with OVMF Secure Boot
+(SMM) migrates once OVMF has enabled TSEG; the destination arms the
+barrier when it loads the MCH state, and drops it at the next reset, as
+the source would.  Speaks TAP.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,11 +47,96 @@ def start(tmp, name, machine, barriers, incoming=None):
     return proc, QMP(qmp)
 
 
+OVMF = "/usr/share/OVMF"
+TSEG_CHECKS = 5
+
+
+def memory_barriers(qmp):
+    """The merge barriers of AS "memory", as "info mtree -f" lists them."""
+    out = qmp.cmd("human-monitor-command", **{"command-line": "info mtree -f"})
+    line = next((x for x in out.splitlines()
+                 if x.startswith(' AS "memory"')), "")
+    if "merge barriers:" not in line:
+        return []
+    return [int(a, 16) for a in line.split("merge barriers:")[1].split()]
+
+
+def start_ovmf(tmp, name, incoming=None):
+    vars_fd = os.path.join(tmp, "VARS.fd")
+    if not os.path.exists(vars_fd):
+        shutil.copyfile(os.path.join(OVMF, "OVMF_VARS_4M.ms.fd"), vars_fd)
+    qmp = os.path.join(tmp, f"{name}.qmp")
+    args = [QEMU, "-machine", "pc-q35-10.2,smm=on", "-accel", "tcg",
+            "-m", "2G", "-display", "none", "-nodefaults",
+            "-serial", "none",
+            "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="
+            + os.path.join(OVMF, "OVMF_CODE_4M.secboot.fd"),
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
+            "-global", "driver=cfi.pflash01,property=secure,value=on",
+            "-qmp", f"unix:{qmp},server=on,wait=off"]
+    if incoming:
+        args += ["-incoming", incoming]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(tmp, f"{name}.err"),
+                                        "wb"))
+    return proc, QMP(qmp)
+
+
+def tseg_case(tap):
+    """OVMF Secure Boot source with the TSEG barrier armed -> destination."""
+    desc = "pc-q35-10.2 OVMF Secure Boot, TSEG enabled"
+    want = [1 << 20, 0x7c000000]          # -m 2G, 64 MiB TSEG
+    if not os.path.exists(os.path.join(OVMF, "OVMF_CODE_4M.secboot.fd")):
+        for _ in range(TSEG_CHECKS):
+            tap.check(True, f"{desc} # SKIP no Debian ovmf")
+        return
+    first = tap.n
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="mb-migration-") as tmp:
+        try:
+            sock = os.path.join(tmp, "migration.sock")
+            dst, dqmp = start_ovmf(tmp, "dst", incoming=f"unix:{sock}")
+            procs.append(dst)
+            src, sqmp = start_ovmf(tmp, "src")
+            procs.append(src)
+            got = []
+            for _ in range(600):            # OVMF enables TSEG in PEI
+                got = memory_barriers(sqmp)
+                if got == want:
+                    break
+                time.sleep(0.1)
+            tap.check(got == want, f"{desc}: source armed the TSEG barrier "
+                      f"({[hex(b) for b in got]})")
+            sqmp.cmd("migrate", uri=f"unix:{sock}")
+            status = wait_migration(sqmp, 120)
+            tap.check(status == "completed", f"{desc}: migration {status}")
+            dstat = wait_running(dqmp)
+            tap.check(dstat == "running", f"{desc}: destination {dstat}")
+            got = memory_barriers(dqmp)
+            tap.check(got == want, f"{desc}: the destination armed it when "
+                      f"it loaded the MCH ({[hex(b) for b in got]})")
+            dqmp.cmd("stop")                # firmware must not re-arm it
+            dqmp.cmd("system_reset")
+            for _ in range(50):
+                got = memory_barriers(dqmp)
+                if got == want[:1]:
+                    break
+                time.sleep(0.1)
+            tap.check(got == want[:1], f"{desc}: reset on the destination "
+                      f"drops it ({[hex(b) for b in got]})")
+        except Exception as e:
+            while tap.n - first < TSEG_CHECKS:
+                tap.check(False, f"{desc}: {e}")
+        finally:
+            for p in procs:
+                stop(p)
+
+
 def main():
     tap = Tap()
     result = tap.check
 
-    print(f"1..{len(CASES) * 4}")
+    print(f"1..{len(CASES) * 4 + TSEG_CHECKS}")
     for machine, src_b, dst_b, want in CASES:
         desc = (f"{machine}: merge-barriers "
                 f"{'default' if src_b is None else repr(src_b)} -> "
@@ -85,6 +175,7 @@ def main():
             finally:
                 for p in procs:
                     stop(p)
+    tseg_case(tap)
     return 1 if tap.failed else 0
 
 

@@ -107,12 +107,14 @@ qom_get() {  # prints the merge-barriers list of a running domain, e.g. [1048576
     lv_qom_get "$1" /machine merge-barriers
 }
 
-lv_has_smm() {  # NAME: the running domain's CPUs have SMM (its SMRAM views)
-    local mtree
-    # whole output first: grep -q closing the pipe early would fail virsh
-    # with SIGPIPE under pipefail
-    mtree=$("${VIRSH[@]}" qemu-monitor-command "$1" --hmp 'info mtree')
-    grep -qE 'cpu-smm-0|KVM-SMRAM' <<<"$mtree"
+lv_as_barriers() {  # NAME: the merge barriers of AS "memory" (info mtree -f), e.g. [1048576]
+    "${VIRSH[@]}" qemu-monitor-command --hmp "$1" "info mtree -f" |
+        python3 -c 'import sys
+for l in sys.stdin.read().splitlines():  # all of it: no SIGPIPE for virsh
+    if l.startswith(" AS \"memory\","):
+        b = l.split("merge barriers:")[1].split() if "merge barriers:" in l else []
+        print("[" + ",".join(str(int(a, 16)) for a in b) + "]")
+        break'
 }
 
 # xml_for FILE TYPE NAME: FILE with our emulator, domain type and name
