@@ -94,7 +94,8 @@ bench: build unpatched alternative
 	@scripts/build-vfio-user.sh
 	@scripts/build-vhost-variants.sh
 	@echo "bench: consumers with a fixed number of mappings (DPDK vhost-user, vfio-user), unpatched vs patched vs vhost policies"
-	@/usr/bin/python3 scripts/vhost_slots.py --unpatched $(UNPATCHED) $(VARIANTS) \
+	@/usr/bin/python3 scripts/vhost_slots.py --unpatched $(UNPATCHED) \
+	    --alternative $(ALTERNATIVE) $(VARIANTS) \
 	    --markdown out/bench-vhost-slots.md --csv out/bench-vhost-slots.csv
 	@echo "bench: DMA churn while SeaBIOS and OVMF boot, unpatched vs patched"
 	@/usr/bin/python3 scripts/dma_churn.py --unpatched $(UNPATCHED) \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the comparison variant (alternative-patches/ on the series' base
-# commit: "ram-below-4g" unmergeable, split at the TSEG base on q35 with SMM;
-# not part of the series) with the same options, for side-by-side
+# Build the comparison variant (alternative-patches/*.patch on the series'
+# base commit: "ram-below-4g" cut at 1 MiB and, on q35 with SMM, at the TSEG
+# base, the pieces above 1 MiB unmergeable; vhost keeps unmergeable sections
+# apart only at page boundaries; not part of the series) with the same
+# options, for side-by-side
 # measurements: out/qemu-alternative/build/.  Rebuilt when the queue changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

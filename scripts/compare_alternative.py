@@ -2,12 +2,13 @@
 """One table: unpatched 10.2.2, the `unmergeable` alternative, the series.
 
 Reads what `make bench` measured (out/bench-dma-churn.csv,
-out/bench-vhost-churn.csv, out/bench-cost.csv; each run with --unpatched and
---alternative) and writes, for every setup the three builds ran, one row
-per measured quantity with three columns: unpatched 10.2.2, the
-alternative (alternative-patches/: "ram-below-4g" unmergeable, split at
-the TSEG base on q35 with SMM; the 10.2 machine type) and the series (the
-10.2 machine type's default barriers).
+out/bench-vhost-churn.csv, out/bench-vhost-slots.csv, out/bench-cost.csv;
+each run with --unpatched and --alternative) and writes, for every setup
+the three builds ran, one row per measured quantity with three columns:
+unpatched 10.2.2, the alternative (alternative-patches/: "ram-below-4g" cut
+at 1 MiB and, on q35 with SMM, at the TSEG base, the pieces above 1 MiB
+unmergeable, vhost keeping them apart at page boundaries; the 10.2 machine
+type) and the series (the 10.2 machine type's default barriers).
 
 With --mtree UNPATCHED ALTERNATIVE SERIES it also boots SeaBIOS on
 pc-q35-10.2 (-m 2G, TCG, SMM on) with each binary and writes what a user
@@ -200,6 +201,22 @@ def main():
                          num("boot_regions")),
                         ("vhost-user device works",
                          lambda r: short_works(r["device_works"]))]).items():
+        for name, v in ms.items():
+            table.append(list(k) + [name, v["unpatched"], v["alternative"],
+                                    v["series"]])
+    slots = read("out/bench-vhost-slots.csv")
+    for k, ms in pivot(slots, lambda r: ("fixed mappings", r["machine"],
+                                         "SeaBIOS", "-", r["memory"], "tcg"),
+                       [("DPDK vhost-user (8 regions): 128 MiB DIMMs "
+                         "accepted", num("DIMMs accepted")),
+                        ("DPDK vhost-user: regions after boot",
+                         num("regions")),
+                        ("DPDK vhost-user: device carries packets",
+                         lambda r: short_works(r["device works"])),
+                        ("vfio-user server (16 regions): DIMMs with every "
+                         "region mapped",
+                         num("vfio-user: DIMMs, every region mapped"))]
+                       ).items():
         for name, v in ms.items():
             table.append(list(k) + [name, v["unpatched"], v["alternative"],
                                     v["series"]])

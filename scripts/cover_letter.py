@@ -83,16 +83,21 @@ def md_to_text(path, drop_rows=()):
 
 
 def readme_table(key):
-    """The README's copy of a bench table, as a temporary Markdown file."""
+    """The committed copy of a bench table (docs/measurements/), as a
+    temporary Markdown file."""
     marker = {"@DMA_CHURN@": "bench-dma-churn table",
               "@VHOST_CHURN@": "bench-vhost-churn table",
               "@BENCH_COST@": "bench-cost table",
               "@COMPARE@": "bench-compare table",
               "@VHOST_SLOTS@": "bench-vhost-slots table"}[key]
-    text = open("README.md").read()
-    start = text.find(f"<!-- {marker} -->")
-    end = text.find(f"<!-- end of {marker} -->")
-    if start < 0 or end < 0:
+    docs = "docs/measurements"
+    for name in sorted(os.listdir(docs)):
+        text = open(os.path.join(docs, name), errors="replace").read()
+        start = text.find(f"<!-- {marker} -->")
+        end = text.find(f"<!-- end of {marker} -->")
+        if start >= 0 and end >= 0:
+            break
+    else:
         return None
     path = os.path.join("out", f"readme-{marker.replace(' ', '-')}.md")
     os.makedirs("out", exist_ok=True)
@@ -131,12 +136,12 @@ def main():
         path = next((p for p in paths if os.path.exists(p)), None)
         if key in body:
             if not path:
-                # The numbers last committed with the README (make bench
+                # The numbers last committed in docs/measurements (make bench
                 # writes newer ones); say so rather than invent any.
                 path = readme_table(key)
                 if not path:
                     sys.exit(f"no measurements for {key}: run 'make bench'")
-                print(f"{key}: no out/ measurements, using README's table")
+                print(f"{key}: no out/ measurements, using the committed table")
             drop = () if key in ("@COMPARE@", "@BENCH_COST@") else \
                 ("alternative, 10.2 type (unmergeable)",)
             body = body.replace(key, md_to_text(path, drop))

@@ -399,7 +399,27 @@ def text_table(header, rows):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def machine_facts():
+    """What the machine offers the measurements: cores, KVM, page sizes."""
+    kvm = "usable" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "absent"
+    hp = "/sys/kernel/mm/hugepages"
+    sizes = sorted(int(d.split("-")[1][:-2]) for d in os.listdir(hp)) \
+        if os.path.isdir(hp) else []
+    pages = ", ".join(page_label(kb) for kb in sizes) or "none"
+    return f"{os.cpu_count()} cores, /dev/kvm {kvm}, hugepage sizes {pages}"
+
+
+def measurement_stamp():
+    """When, where and by what command a table was measured."""
+    argv = [os.path.relpath(sys.argv[0])] + sys.argv[1:]
+    cmd = " ".join(a if a and all(c.isalnum() or c in "-_./=,:"
+                                  for c in a) else repr(a) for a in argv)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"Measured {when} on {machine_facts()}; command: `{cmd}`."
+
+
 def write_markdown(path, header, rows, notes=()):
+    """A markdown table, its notes, and the measurement stamp."""
     with open(path, "w") as f:
         f.write("| " + " | ".join(header) + " |\n")
         f.write("|" + "|".join("---" for _ in header) + "|\n")
@@ -407,6 +427,7 @@ def write_markdown(path, header, rows, notes=()):
             f.write("| " + " | ".join(r) + " |\n")
         for n in notes:
             f.write(f"\n{n}\n")
+        f.write(f"\n_{measurement_stamp()}_\n")
 
 
 def write_csv(path, header, rows):

@@ -51,7 +51,8 @@ def count_tseg(text, tseg):
 
 def as_barriers(qmp):
     """The merge barriers of AS "memory" as "info mtree -f" lists them."""
-    out = qmp.cmd("human-monitor-command", command_line="info mtree -f")
+    out = qmp.cmd("human-monitor-command",
+                  **{"command-line": "info mtree -f"})
     for line in out.splitlines():
         if line.startswith(' AS "memory",') and "merge barriers:" in line:
             return [int(a, 16) for a in

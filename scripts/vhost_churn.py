@@ -390,6 +390,11 @@ def configs(patched, unpatched, setups, memories=("memfd",),
                          f"{fam}-10.2", "", "any", churn))
         rows.append(("patched, 10.1 type", patched, f"{fam}-10.1", None,
                      "any", churn))
+        if memory == "memfd":
+            # an old type opting in by intent: what the 10.2 defaults get
+            rows.append(("patched, 10.1 type, merge-layout=latest", patched,
+                         f"{fam}-10.1,merge-layout=latest", None, "zero",
+                         churn))
         if memory in NODE_PAGES:
             rows.append(("patched, merge-barriers=1M,,1G (node boundary)",
                          patched, f"{fam}-10.2", "1M,,1G", "zero", churn))

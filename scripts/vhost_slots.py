@@ -26,7 +26,7 @@ per machine type, guest RAM backend and QEMU build:
 The guest has 1 GiB of RAM in a shared memfd (4 KiB pages, or hugetlb 2 MiB
 pages), and each DIMM its own memfd of the same kind.
 
-Usage: vhost_slots.py [--unpatched BIN] [--variant LABEL=BIN ...] [--tap]
+Usage: vhost_slots.py [--unpatched BIN] [--alternative BIN] [--variant LABEL=BIN ...] [--tap]
                       [--markdown F] [--csv F] [--memory NAME ...]
 """
 
@@ -39,8 +39,8 @@ import tempfile
 import time
 
 from mbtools import (HostLimit, QMP, QTestConn, Tap, connect_unix, hugepages,
-                     page_label, start_vfio_user_server, stop, text_table,
-                     write_csv, write_markdown)
+                     page_label, reference_rows, start_vfio_user_server, stop,
+                     text_table, write_csv, write_markdown)
 
 TESTPMD = "/usr/bin/dpdk-testpmd"
 PXE_ROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
@@ -349,14 +349,13 @@ def vfio_user_capacity(qemu, cfg, server, workdir, lo=6, hi=14):
     return best, refusal
 
 
-def configs(patched, unpatched, variants):
+def configs(patched, unpatched, variants, alternative=None):
     """(label, binary, machine kind, machine type, extra machine options)."""
     out = []
     for kind in ("pc", "q35"):
         fam = FAMILY[kind]
-        rows = []
-        if unpatched:
-            rows.append(("unpatched 10.2.2", unpatched, f"{fam}-10.2", ""))
+        rows = [(label, binary, mtype, "") for label, binary, mtype
+                in reference_rows(unpatched, alternative, f"{fam}-10.2")]
         rows += [("patched, 10.1 type", patched, f"{fam}-10.1", ""),
                  ("patched, 10.2 type (default)", patched, f"{fam}-10.2", ""),
                  ("patched, merge-layout=latest on 10.1", patched,
@@ -393,6 +392,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
     ap.add_argument("--unpatched")
+    ap.add_argument("--alternative",
+                    help="the board-only comparison build, on the 10.2 types")
     ap.add_argument("--variant", action="append", default=[],
                     help="LABEL=BIN: another build on the 10.2 types")
     ap.add_argument("--memory", action="append", choices=list(MEMORY))
@@ -408,7 +409,9 @@ def main():
             for cfg in configs(os.path.abspath(a.qemu),
                                a.unpatched and os.path.abspath(a.unpatched),
                                [(lb, os.path.abspath(b))
-                                for lb, b in variants])]
+                                for lb, b in variants],
+                               a.alternative and
+                               os.path.abspath(a.alternative))]
     results = []
     tap = Tap()
     if a.tap:
