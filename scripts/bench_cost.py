@@ -33,15 +33,12 @@ import sys
 import tempfile
 import time
 
-from mbtools import QTestConn, stop, text_table, write_csv, write_markdown
+from mblib.qmp import QTestConn, stop
+from mblib.report import log, text_table, write_csv, write_markdown
 
 MiB = 1 << 20
 PAM0 = 0x59
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def barriers(n, where="ram"):

@@ -30,8 +30,9 @@ import sys
 import tempfile
 import time
 
-from mbtools import ALTERNATIVE, ram_short, text_table, write_csv, \
-    write_markdown
+from mblib.guestram import ram_short
+from mblib.machine import ALTERNATIVE
+from mblib.report import text_table, write_csv, write_markdown
 
 RANGE_RE = re.compile(r"\s+[0-9a-f]{16}-[0-9a-f]{16} ")
 COLUMNS = {"unpatched 10.2.2": "unpatched", ALTERNATIVE: "alternative",

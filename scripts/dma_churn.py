@@ -48,29 +48,24 @@ Usage: dma_churn.py [--unpatched BIN] [--csv F] [--svg F] [--markdown F]
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from mbtools import (GUEST_RAM, QMP, RAM_SIZE, page_label, GuestRam, HostLimit,
-                     start_vfio_user_server,
-                     add_churn_args, by_guest_ram, reference_rows,
-                     grouped_bars_svg, stop, text_table,
-                     write_csv, write_markdown)
-
-MiB = 1 << 20
-RAM_ABOVE_1M = (MiB, RAM_SIZE)
-RAM_REGION = "mem"          # the memory backend's id: the RAM's region name
-BOOT_TIMEOUT = 300
-OVMF_DIR = "/usr/share/OVMF"
-
-SEABIOS_END = b"No bootable device."
-SHELL_PROMPT = b"Shell> "
-SECBOOT_END = b"No bootable option or device was found."
+from mblib.guestram import (GUEST_RAM, GuestRam, HostLimit, by_guest_ram,
+                            page_label)
+from mblib.machine import (FAMILY, OVMF_DIR, add_churn_args, connect_qmp,
+                           firmware_args, kvm_usable, machine_opts,
+                           reference_rows, tseg_window, wait_boot)
+from mblib.parsers import (human, listener_address_spaces, live_dma_regions,
+                           parse_flatviews, parse_memslots, parse_server_log,
+                           parse_topology, per_as)
+from mblib.peers import VFIO_USER_SERVER, start_vfio_user_server
+from mblib.qmp import stop
+from mblib.report import (grouped_bars_svg, log, text_table, write_csv,
+                          write_markdown)
 
 # Test setups: name -> (machine kind, firmware, IOMMU device or None,
 # whether the 10.1 machine type churns, whether "merge-barriers=" rows run).
@@ -93,8 +88,7 @@ IOMMU_DEVICE = {
     # refused ("requires dma-remap=1") as soon as the guest turns it on.
     "amd-iommu": "amd-iommu,dma-remap=on",
 }
-FAMILY = {"pc": "pc-i440fx", "q35": "pc-q35"}
-# Guest RAM backends (mbtools.GUEST_RAM) -> the setups that run on them:
+# Guest RAM backends (mblib.guestram.GUEST_RAM) -> the setups that run on them:
 # every setup on 4 KiB pages; the firmware and machines without a vIOMMU on
 # 2 MiB hugepages; SeaBIOS q35 and Secure Boot on 1 GiB hugepages.
 MEMORY = {
@@ -102,163 +96,6 @@ MEMORY = {
     "memfd-2M": ["pc", "q35", "q35-ovmf", "q35-ovmf-secboot"],
     "memfd-1G": ["q35", "q35-ovmf-secboot"],
 }
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def kvm_usable():
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
-def overlap(start, end, lo=RAM_ABOVE_1M[0], hi=RAM_ABOVE_1M[1]):
-    return max(0, min(end, hi) - max(start, lo))
-
-
-def outside_tseg(start, end, tseg=None):
-    """Bytes of RAM above 1 MiB outside the TSEG window in [start, end)."""
-    if not tseg:
-        return overlap(start, end)
-    return overlap(start, end, MiB, tseg[0]) + \
-        overlap(start, end, tseg[1], RAM_SIZE)
-
-
-def classify(start, end, tseg=None):
-    """'outside' (with the bytes outside TSEG), 'tseg' or None."""
-    nbytes = outside_tseg(start, end, tseg)
-    if nbytes:
-        return "outside", nbytes
-    if tseg and overlap(start, end, *tseg):
-        return "tseg", overlap(start, end, *tseg)
-    return None, 0
-
-
-def parse_server_log(text, tseg=None):
-    """vfio-user server: removals of DMA regions over RAM above 1 MiB.
-
-    Returns (removals outside TSEG, bytes outside TSEG they unmap, removals
-    inside TSEG only).  The server's teardown ("removing DMA region
-    iova=[...") is not a removal by QEMU and does not match."""
-    removals, nbytes, in_tseg = 0, 0, 0
-    for m in re.finditer(r"removing DMA region \[(0x[0-9a-f]+|0), "
-                         r"(0x[0-9a-f]+)\)", text):
-        where, size = classify(int(m.group(1), 16), int(m.group(2), 16),
-                               tseg)
-        if where == "outside":
-            removals += 1
-            nbytes += size
-        elif where == "tseg":
-            in_tseg += 1
-    return removals, nbytes, in_tseg
-
-
-def live_dma_regions(text):
-    """vfio-user server: the DMA regions QEMU has mapped at the end (after
-    the boot), each [start, end) added and not removed since."""
-    live = set()
-    for m in re.finditer(r"(adding|removing) DMA region \[(0x[0-9a-f]+|0), "
-                         r"(0x[0-9a-f]+)\)", text):
-        region = (int(m.group(2), 16), int(m.group(3), 16))
-        if m.group(1) == "adding":
-            live.add(region)
-        else:
-            live.discard(region)
-    return len(live)
-
-
-TOPO_RE = re.compile(r"address_space_topology_del as (.+?): 0x([0-9a-f]+) "
-                     r"size 0x([0-9a-f]+) region (.*)$")
-
-
-def parse_topology(text, as_name="memory", tseg=None, ram=RAM_REGION):
-    """address_space_topology_del events of AS as_name that remove RAM
-    outside TSEG, from the device's first DMA mapping on.
-
-    flatview_new lines start each memory transaction (all views are
-    rendered first, then each address space updated).  Within one
-    transaction, every address space named as_name that shares the view
-    reports the same removal: it counts once."""
-    trace, txn, seen = 0, 0, set()
-    listening = text.find("vfio_listener_region_add_ram")
-    for line in text[max(listening, 0):].splitlines():
-        if line.startswith("flatview_new"):
-            txn += 1
-            continue
-        m = TOPO_RE.match(line)
-        if not m or m.group(1) != as_name or m.group(4) != ram:
-            continue
-        start, size = int(m.group(2), 16), int(m.group(3), 16)
-        key = (txn, start, size)
-        if key not in seen and outside_tseg(start, start + size, tseg):
-            seen.add(key)
-            trace += 1
-    return trace
-
-
-def listener_address_spaces(text):
-    """The address spaces whose topology changes the device's DMA listener
-    followed: for each vfio_listener_region_del, the AS of the
-    address_space_topology_del just before it (same section)."""
-    names, last = {}, None
-    for line in text.splitlines():
-        m = TOPO_RE.match(line)
-        if m:
-            last = m.group(1)
-        elif line.startswith("flatview_new"):
-            last = None
-        elif line.startswith("vfio_listener_region_del") and last:
-            names[last] = names.get(last, 0) + 1
-    return names
-
-
-KVM_RE = re.compile(r"kvm_set_user_memory AddrSpace#(\d+) Slot#(\d+) "
-                    r"flags=0x[0-9a-f]+ gpa=0x([0-9a-f]+) size=0x([0-9a-f]+)")
-
-
-def parse_memslots(text, tseg=None):
-    """KVM memory slots: per KVM address space (0 memory, 1 SMM), how many
-    slots over RAM above 1 MiB outside TSEG were deleted, and how many
-    slots exist at the end.  Returns ({as: deleted}, {as: live})."""
-    slots, deleted = {}, {}
-    for m in KVM_RE.finditer(text):
-        asid, key = int(m.group(1)), (int(m.group(1)), int(m.group(2)))
-        gpa, size = int(m.group(3), 16), int(m.group(4), 16)
-        deleted.setdefault(asid, 0)
-        if size == 0:
-            old = slots.pop(key, None)
-            if old and outside_tseg(old[0], old[0] + old[1], tseg):
-                deleted[asid] += 1
-        else:
-            slots[key] = (gpa, size)
-    live = {a: sum(1 for (s, _) in slots if s == a) for a in deleted}
-    return deleted, live
-
-
-def per_as(counts):
-    """{0: 4, 1: 4} -> "0:4 1:4"."""
-    return " ".join(f"{a}:{counts[a]}" for a in sorted(counts))
-
-
-def parse_flatviews(text):
-    """info mtree -f: [(set of (AS name, root), {AS name: barriers})]."""
-    views = []
-    for line in text.splitlines():
-        if line.startswith("FlatView #"):
-            views.append((set(), {}))
-            continue
-        m = re.match(r' AS "(.*)", root: (.*?)(?:, merge barriers: (.*))?$',
-                     line)
-        if m and views:
-            views[-1][0].add((m.group(1), m.group(2)))
-            if m.group(3):
-                views[-1][1][m.group(1)] = m.group(3)
-    return views
 
 
 def device_as(qmp, iommu):
@@ -300,124 +137,6 @@ def device_as(qmp, iommu):
     if others:
         note += ", WARNING: same-named ASes in other views"
     return name, note, barriers.get(name, ""), not others
-
-
-def tseg_window(qmp, kind):
-    """q35: [below_4g - extended-tseg-mbytes MiB, below_4g); pc: None."""
-    if kind != "q35":
-        return None
-    mbytes = qmp.cmd("qom-get", path="/machine/q35/mch",
-                     property="extended-tseg-mbytes")
-    below = qmp.cmd("qom-get", path="/machine/q35",
-                    property="below-4g-mem-size")
-    return (below - mbytes * MiB, below) if mbytes else None
-
-
-def firmware_args(firmware, workdir, ovmf_dir):
-    """(QEMU arguments, file to watch, end-of-boot markers)."""
-    if firmware == "SeaBIOS":
-        dbg = os.path.join(workdir, "debugcon.log")
-        return (["-serial", "none",
-                 "-chardev", f"file,id=dbg,path={dbg}",
-                 "-device", "isa-debugcon,iobase=0x402,chardev=dbg"],
-                dbg, [SEABIOS_END])
-    secboot = firmware == "OVMF secboot"
-    code = os.path.join(ovmf_dir, "OVMF_CODE_4M.secboot.fd" if secboot
-                        else "OVMF_CODE_4M.fd")
-    tmpl = os.path.join(ovmf_dir, "OVMF_VARS_4M.ms.fd" if secboot
-                        else "OVMF_VARS_4M.fd")
-    for f in (code, tmpl):
-        if not os.path.exists(f):
-            raise RuntimeError(f"no {f}: install Debian's ovmf "
-                               "(scripts/deps.sh e2e)")
-    nvram = os.path.join(workdir, "OVMF_VARS.fd")
-    shutil.copyfile(tmpl, nvram)
-    serial = os.path.join(workdir, "serial.log")
-    args = ["-chardev", f"file,id=ser,path={serial}",
-            "-serial", "chardev:ser",
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={nvram}"]
-    if secboot:
-        args += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-    return args, serial, ([SHELL_PROMPT, SECBOOT_END] if secboot
-                          else [SHELL_PROMPT])
-
-
-def machine_opts(cfg, ram):
-    mopts = cfg["machine_type"] + ram.machine_option()
-    if cfg["firmware"] == "OVMF secboot":
-        mopts += ",smm=on"
-    if cfg["barriers"] is not None:
-        mopts += f",merge-barriers={cfg['barriers']}"
-    return mopts
-
-
-def qemu_failed(err):
-    """Raise what QEMU said when it exited at startup: HostLimit when the
-    accelerator lacks what the machine needs (SMM under this host's KVM)."""
-    msg = open(err, errors="replace").read().strip()
-    if "not supported by this hypervisor" in msg:
-        raise HostLimit(msg.splitlines()[-1])
-    raise RuntimeError("QEMU did not start: " + msg)
-
-
-def connect_qmp(qemu_proc, path, err, timeout=30):
-    """QMP once QEMU listens.  QEMU creates and even accepts on the socket
-    before it may still fail (accelerator setup): a QEMU that exits instead
-    of answering raises its own message."""
-    deadline = time.time() + timeout
-    while True:
-        if qemu_proc.poll() is not None:
-            qemu_failed(err)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-                break
-            except OSError:
-                pass
-        if time.time() > deadline:
-            raise RuntimeError(f"QMP not listening after {timeout} s")
-        time.sleep(0.02)
-    try:
-        return QMP(path)
-    except (OSError, EOFError):
-        try:
-            qemu_proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            raise
-        qemu_failed(err)
-
-
-def wait_boot(qemu_proc, qmp, watch, ends, err, check=None):
-    """Wait for an end-of-boot marker in `watch`; returns the seconds
-    since QEMU started.  Presses ESC at the UEFI shell's startup.nsh
-    countdown.  A guest stopped on an internal error (a KVM that cannot
-    run this firmware) ends the wait at once; so does check() raising
-    (a device's peer that failed)."""
-    start = time.time()
-    esc_sent = False
-    while True:
-        out = open(watch, "rb").read() if os.path.exists(watch) else b""
-        if any(e in out for e in ends):
-            return time.time() - start
-        if not esc_sent and b"startup.nsh" in out:
-            qmp.cmd("send-key", keys=[{"type": "qcode", "data": "esc"}])
-            esc_sent = True
-        if check:
-            check()
-        if qemu_proc.poll() is not None:
-            raise RuntimeError("QEMU exited before the end of boot: " +
-                               open(err).read().strip())
-        if qmp.cmd("query-status")["status"] == "internal-error":
-            msg = [m for m in open(err, errors="replace").read()
-                   .splitlines() if "internal error" in m or
-                   m == "emulation failure"]
-            raise HostLimit("the guest stopped on an internal error (" +
-                            ", ".join(msg or ["see query-status"]) +
-                            "): this host's accelerator cannot run it")
-        if time.time() - start > BOOT_TIMEOUT:
-            raise RuntimeError("no end of boot after %d s" % BOOT_TIMEOUT)
-        time.sleep(0.05)
 
 
 def run_one(qemu, server, cfg, accel, workdir, ovmf_dir=OVMF_DIR):
@@ -548,13 +267,6 @@ def configs(patched, unpatched, setups, memories=("memfd",),
     return out
 
 
-def human(n):
-    for unit, size in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
 def group_of(r):
     """Chart group: machine (+IOMMU), firmware, accelerator, page size."""
     return (r["machine"] + (f" + {r['iommu']}" if r["iommu"] else ""),
@@ -621,8 +333,7 @@ def tap_check(cfg, r):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
-    ap.add_argument("--server",
-                    default="out/libvfio-user-build/samples/gpio-pci-idio-16")
+    ap.add_argument("--server", default=VFIO_USER_SERVER)
     ap.add_argument("--accel", action="append", choices=["tcg", "kvm"])
     add_churn_args(ap, SETUPS, OVMF_DIR,
                    "emit TAP: 0 removals with the default machine types, "

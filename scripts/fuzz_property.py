@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from mbtools import QMP, stop
+from mblib.qmp import QMP, stop
 
 PAGE = 4096
 MAX = 64

@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 
-from dma_churn import (connect_qmp, firmware_args, kvm_usable, log,
-                       wait_boot)
-from mbtools import (GUEST_RAM, GuestRam, HostLimit, by_guest_ram, stop,
-                     text_table, write_csv, write_markdown)
+from mblib.guestram import GUEST_RAM, GuestRam, HostLimit, by_guest_ram
+from mblib.machine import connect_qmp, firmware_args, kvm_usable, wait_boot
+from mblib.qmp import stop
+from mblib.report import log, text_table, write_csv, write_markdown
 
 DEBUGFS = "/sys/kernel/debug"
 BARRIERS = ["", "1M", "1M,,0x7c000000"]

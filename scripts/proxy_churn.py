@@ -38,13 +38,14 @@ import sys
 import tempfile
 import time
 
-from dma_churn import (FAMILY, connect_qmp, firmware_args, human,
-                       kvm_usable, log, machine_opts, wait_boot)
-from mbtools import (GUEST_RAM, GuestRam, HostLimit, QTestConn, Tap,
-                     by_guest_ram, connect_unix, ram_short, stop, text_table,
-                     write_markdown)
-from vhost_churn import (IMAGE_SIZE, SEABIOS_DISK_READ, guest_mappings,
-                         parse_strace, replay_pam)
+from mblib.guestram import GUEST_RAM, GuestRam, HostLimit, by_guest_ram, \
+    ram_short
+from mblib.machine import (FAMILY, connect_qmp, firmware_args, kvm_usable,
+                           machine_opts, replay_pam, wait_boot)
+from mblib.parsers import human, parse_strace
+from mblib.peers import IMAGE_SIZE, SEABIOS_DISK_READ, guest_mappings
+from mblib.qmp import QTestConn, connect_unix, stop
+from mblib.report import Tap, log, text_table, write_markdown
 
 MEMORIES = ["memfd", "memfd-2M"]
 

@@ -26,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 
-from dma_churn import (OVMF_DIR, TOPO_RE, classify, connect_qmp,
-                       firmware_args, log, parse_topology, tseg_window,
-                       wait_boot)
-from mbtools import stop, text_table, write_markdown
+from mblib.machine import (OVMF_DIR, connect_qmp, firmware_args, tseg_window,
+                           wait_boot)
+from mblib.parsers import TOPO_RE, classify, parse_topology
+from mblib.qmp import stop
+from mblib.report import log, text_table, write_markdown
 
 # (-m, extended-tseg-mbytes or None for the machine type's default)
 SIZES = [("1G", None), ("2G", None), ("2560M", None), ("4G", None),

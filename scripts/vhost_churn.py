@@ -50,31 +50,25 @@ Usage: vhost_churn.py [--unpatched BIN] [--csv F] [--svg F] [--markdown F]
 
 import argparse
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from dma_churn import (FAMILY, OVMF_DIR, classify, connect_qmp,
-                       firmware_args, human, log, machine_opts, tseg_window,
-                       wait_boot)
-from mbtools import (ALTERNATIVE, GUEST_RAM, NODE_PAGES, GuestRam, HostLimit,
-                     QTestConn,
-                     add_churn_args, connect_unix, grouped_bars_svg,
-                     by_guest_ram, ram_short, reference_rows, stop, text_table,
-                     write_csv,
-                     write_markdown)
+from mblib.guestram import (GUEST_RAM, NODE_PAGES, GuestRam, HostLimit,
+                            by_guest_ram, ram_short)
+from mblib.machine import (ALTERNATIVE, FAMILY, OVMF_DIR, add_churn_args,
+                           connect_qmp, firmware_args, machine_opts,
+                           reference_rows, replay_pam, tseg_window, wait_boot)
+from mblib.parsers import human, parse_strace, parse_vhost_writes
+from mblib.peers import (QSD, SEABIOS_DISK_READ, backend_failure,
+                         guest_mappings, start_backend, stop_backend)
+from mblib.qmp import QTestConn, connect_unix, stop
+from mblib.report import (grouped_bars_svg, log, text_table, write_csv,
+                          write_markdown)
 
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG = 5, 37, 38
-# built by `make` (ninja target storage-daemon/qemu-storage-daemon)
-QSD = "out/qemu-src/build/storage-daemon/qemu-storage-daemon"
-IMAGE_SIZE = 64 << 20
-PAM_REGS = {"pc": range(0x59, 0x60), "q35": range(0x90, 0x97)}
-PAM_REPLAY = (0x00, 0x33, 0x11)
-SEABIOS_DISK_READ = b"Boot failed: not a bootable disk"
 # Rows that measure other builds: a failure there is a result, not an error.
 REFERENCE = ("unpatched 10.2.2", ALTERNATIVE)
 # The labels of vhost policy variants (--variant) start with this.
@@ -89,171 +83,8 @@ SETUPS = {
 }
 
 
-def parse_vhost_writes(text):
-    """vhost_user_write trace events: {request number: count}."""
-    reqs = {}
-    for m in re.finditer(r"^vhost_user_write req:(\d+) ", text, re.M):
-        req = int(m.group(1))
-        reqs[req] = reqs.get(req, 0) + 1
-    return reqs
-
-
-STRACE_RE = re.compile(r"^(\d+)\s+(\d+\.\d+) (.*)$")
-MMAP_RE = re.compile(r"mmap\((?:NULL|0x[0-9a-f]+), (\d+), [^,]+, [^,]+, "
-                     r"(-?\d+)(?:<([^>]*)>(?:\(deleted\))?)?, "
-                     r"(0x[0-9a-f]+|0)\)\s+= (0x[0-9a-f]+)")
-MUNMAP_RE = re.compile(r"munmap\((0x[0-9a-f]+), (\d+)\)\s+= 0")
-
-
-def strace_calls(text):
-    """strace -f -ttt -y output: (time, call text) with the calls that other
-    threads interrupted (<unfinished ...> / <... resumed>) put together."""
-    pending = {}
-    for line in text.splitlines():
-        m = STRACE_RE.match(line)
-        if not m:
-            continue
-        pid, ts, call = m.group(1), float(m.group(2)), m.group(3)
-        if call.endswith("<unfinished ...>"):
-            pending[pid] = (ts, call[:-len("<unfinished ...>")].rstrip())
-            continue
-        r = re.match(r"<\.\.\. \w+ resumed>(.*)$", call)
-        if r:
-            if pid not in pending:
-                continue
-            ts, head = pending.pop(pid)
-            call = head + r.group(1)
-        yield ts, call
-
-
-def parse_strace(text, phases=(None,), tseg=None, fd_bases=None):
-    """The backend's munmap()s of its guest memory mappings, per phase:
-    phases are end times (None: the end of the log).  fd_bases maps a
-    fragment of the guest memory fds' paths to the guest physical address
-    at their offset 0 (GuestRam.fd_bases(); default: one memfd at 0).
-    Returns one dict per phase: removals outside TSEG, their bytes outside
-    TSEG ("bytes"), removals inside TSEG only ("tseg"), all unmaps of
-    guest memory mappings ("unmapped") and the live mappings at its end
-    ("live")."""
-    fd_bases = fd_bases or {"memfd:": 0}
-    maps = {}
-    out = []
-    cur = dict(removals=0, bytes=0, tseg=0, unmapped=0)
-
-    def close_phase():
-        nonlocal cur
-        out.append(dict(cur, live=len(maps)))
-        cur = dict(removals=0, bytes=0, tseg=0, unmapped=0)
-
-    ends = list(phases)
-    for ts, call in strace_calls(text):
-        while ends and ends[0] is not None and ts > ends[0]:
-            close_phase()
-            ends.pop(0)
-        if not ends:
-            break
-        m = MMAP_RE.match(call)
-        if m:
-            base = next((b for frag, b in fd_bases.items()
-                         if m.group(3) and frag in m.group(3)), None)
-            if base is not None:
-                maps[int(m.group(5), 16)] = (base + int(m.group(4), 16),
-                                             int(m.group(1)))
-            continue
-        m = MUNMAP_RE.match(call)
-        if m:
-            addr = int(m.group(1), 16)
-            if addr not in maps:
-                continue
-            gpa, size = maps.pop(addr)
-            cur["unmapped"] += 1
-            where, n = classify(gpa, gpa + size, tseg)
-            if where == "outside":
-                cur["removals"] += 1
-                cur["bytes"] += n
-            elif where == "tseg":
-                cur["tseg"] += 1
-    while ends:
-        close_phase()
-        ends.pop(0)
-    return out
-
-
-def guest_mappings(pid, fragments):
-    """Live mappings of the guest memory fds in /proc/PID/maps."""
-    with open(f"/proc/{pid}/maps") as f:
-        return sum(1 for line in f if any(fr in line for fr in fragments))
-
-
-def start_backend(qsd, workdir):
-    """qemu-storage-daemon under strace, exporting an empty raw image as
-    vhost-user-blk on a UNIX socket: (strace process, socket, qsd pid)."""
-    img = os.path.join(workdir, "disk.raw")
-    with open(img, "wb") as f:
-        f.truncate(IMAGE_SIZE)
-    sock = os.path.join(workdir, "vhost-user-blk.sock")
-    pidfile = os.path.join(workdir, "qsd.pid")
-    args = ["strace", "-f", "-ttt", "-y", "-e", "trace=mmap,munmap",
-            "-o", os.path.join(workdir, "strace.log"), qsd,
-            "--blockdev",
-            f"driver=file,node-name=disk,filename={img}",
-            "--export", "type=vhost-user-blk,id=exp0,node-name=disk,"
-            f"addr.type=unix,addr.path={sock},writable=on",
-            "--pidfile", pidfile]
-    with open(os.path.join(workdir, "qsd.log"), "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while not (os.path.exists(sock) and os.path.exists(pidfile) and
-               open(pidfile).read().strip()):
-        if proc.poll() is not None or time.time() > deadline:
-            stop(proc, 5)
-            raise RuntimeError("qemu-storage-daemon did not start: " +
-                               open(os.path.join(workdir, "qsd.log"))
-                               .read().strip()[-500:])
-        time.sleep(0.02)
-    return proc, sock, int(open(pidfile).read().strip())
-
-
-def stop_backend(proc, pid):
-    """End qemu-storage-daemon (the process strace runs), then strace."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    stop(proc, 5)
-
-
-def replay_pam(qt, kind):
-    """Firmware's PAM programming, while the guest sits at the end of boot:
-    every PAM register to 0, 0x33, 0x11 (PAM0 holds only 0xf0000's
-    nibble), one memory transaction per write, like the firmware."""
-    regs = PAM_REGS[kind]
-    for val in PAM_REPLAY:
-        for reg in regs:
-            qt.pci_config_writeb(reg, val & 0xf0 if reg == regs[0] else val)
-
-
 def trace_size(path):
     return os.path.getsize(path) if os.path.exists(path) else 0
-
-
-def backend_failure(backend, workdir):
-    """What went wrong with the backend, or None while it is up and well:
-    libvhost-user reports a broken device with vu_panic and drops it."""
-    text = open(os.path.join(workdir, "qsd.log"), errors="replace").read()
-    bad = [line for line in text.splitlines()
-           if "vu_panic" in line or "error" in line.lower()]
-    if bad:
-        return "; ".join(bad[:3])
-    if backend.poll() is not None:
-        return f"qemu-storage-daemon exited ({backend.returncode})"
-    return None
 
 
 def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR, mount=None):
@@ -344,7 +175,7 @@ def run_one(qemu, qsd, cfg, workdir, ovmf_dir=OVMF_DIR, mount=None):
     return r
 
 
-# Guest RAM backends (mbtools.GUEST_RAM) -> the setups that run on them.
+# Guest RAM backends (mblib.guestram.GUEST_RAM) -> the setups that run on them.
 MEMORY = {
     "memfd": list(SETUPS),
     "memfd-2M": list(SETUPS),

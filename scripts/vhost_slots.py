@@ -24,7 +24,9 @@ per machine type, guest RAM backend and QEMU build:
                memory slots left"
 
 The guest has 1 GiB of RAM in a shared memfd (4 KiB pages, or hugetlb 2 MiB
-pages), and each DIMM its own memfd of the same kind.
+pages), and each DIMM its own memfd of the same kind.  The DPDK peer and
+the QEMU command line next to it (mblib/peers.py: TestPmd, qemu_args,
+dimm_capacity) are shared with tests/e2e/migration-stock.py.
 
 Usage: vhost_slots.py [--unpatched BIN] [--alternative BIN] [--variant LABEL=BIN ...] [--tap]
                       [--markdown F] [--csv F] [--memory NAME ...]
@@ -38,201 +40,19 @@ import sys
 import tempfile
 import time
 
-from mbtools import (HostLimit, QMP, QTestConn, Tap, connect_unix, hugepages,
-                     page_label, reference_rows, start_vfio_user_server, stop,
-                     text_table, write_csv, write_markdown)
+from mblib.guestram import HostLimit, hugepages, page_label
+from mblib.machine import FAMILY, SEABIOS_END, reference_rows, replay_pam
+from mblib.parsers import live_dma_regions
+from mblib.peers import (DIMM_SIZE, GUEST_MB, SLOTS, TESTPMD,
+                         VFIO_USER_SERVER, TestPmd, dimm_capacity, qemu_args,
+                         ram_args, reset_and_wait, start_vfio_user_server,
+                         wait_packets)
+from mblib.qmp import QMP, QTestConn, connect_unix, stop
+from mblib.report import Tap, log, text_table, write_csv, write_markdown
 
-TESTPMD = "/usr/bin/dpdk-testpmd"
-PXE_ROM = "/usr/lib/ipxe/qemu/pxe-virtio.rom"
-DIMM_SIZE = 128 << 20
-GUEST_MB = 1024
-SLOTS = 8
-PAM_REGS = {"pc": range(0x59, 0x60), "q35": range(0x90, 0x97)}
-PAM_REPLAY = (0x00, 0x33, 0x11)
-FAMILY = {"pc": "pc-i440fx", "q35": "pc-q35"}
 RESETS = 2
-PACKET_TIMEOUT = 120
 # memory name -> hugepage size in KiB (None: the base page)
 MEMORY = {"memfd": None, "memfd-2M": 2048}
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-class TestPmd:
-    """dpdk-testpmd with a net_vhost port on a UNIX socket (vhost-user
-    server), forwarding (io mode) in interactive mode.  Its own memory is
-    ordinary pages (--no-huge); its standard input stays open (it exits at
-    end of input)."""
-
-    def __init__(self, workdir, name="testpmd"):
-        self.sock = os.path.join(workdir, f"{name}.sock")
-        self.log = os.path.join(workdir, f"{name}.log")
-        # unbuffered: its answers are read while it runs
-        args = ["stdbuf", "-o0", TESTPMD, "--no-huge", "-m", "256", "--no-pci",
-                f"--file-prefix=mb-{os.getpid()}-{name}",
-                "--vdev", f"net_vhost0,iface={self.sock}",
-                "--log-level=lib.vhost.config:debug",
-                "--", "-i", "--total-num-mbufs=2048", "--nb-cores=1"]
-        self.out = open(self.log, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE,
-                                     stdout=self.out,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while b"testpmd>" not in self.text(raw=True):
-            if self.proc.poll() is not None or time.time() > deadline:
-                stop(self.proc, 5)
-                raise RuntimeError("dpdk-testpmd did not start: " +
-                                   self.text()[-600:])
-            time.sleep(0.1)
-        self.send("start")
-
-    def text(self, raw=False):
-        with open(self.log, "rb") as f:
-            data = f.read()
-        return data if raw else data.decode(errors="replace")
-
-    def send(self, line):
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def rx_packets(self):
-        """RX-packets of port 0, as "show port stats 0" reports now."""
-        mark = f"mb-mark-{time.time()}"
-        self.send(mark)                # not a command: echoed, then refused
-        self.send("show port stats 0")
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            tail = self.text().split(mark)[-1]
-            m = re.search(r"RX-packets:\s*(\d+)", tail)
-            if m and mark in self.text():
-                return int(m.group(1))
-            time.sleep(0.1)
-        raise RuntimeError("testpmd did not report its port statistics")
-
-    def tables(self):
-        """The memory tables DPDK received: one list of (guest physical
-        address, size) per SET_MEM_TABLE, and whether DPDK found it
-        unchanged (it then keeps its mappings)."""
-        out = []
-        for chunk in self.text().split("read message VHOST_USER_SET_MEM_TABLE")[1:]:
-            chunk = chunk.split("read message VHOST_USER_")[0]
-            regions = [(int(a, 16), int(s, 16)) for s, a in re.findall(
-                r"guest memory region size: (0x[0-9a-f]+)\s*\n.*?"
-                r"guest physical addr: (0x[0-9a-f]+)", chunk, re.S)]
-            out.append((regions, "not changed" in chunk or
-                        "reusing" in chunk))
-        return out
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        stop(self.proc, 5)
-        self.out.close()
-
-
-def ram_args(kind_kb, dimms):
-    """-object/-device options: 1 GiB of guest RAM and `dimms` DIMMs, each a
-    shared memfd of the same page size."""
-    def memfd(oid, size):
-        opts = f"memory-backend-memfd,id={oid},size={size},share=on"
-        if kind_kb:
-            opts += f",hugetlb=on,hugetlbsize={kind_kb << 10}"
-        return ["-object", opts]
-    args = memfd("mem", GUEST_MB << 20)
-    for i in range(dimms):
-        args += memfd(f"dimm{i}mem", DIMM_SIZE)
-        args += ["-device", f"pc-dimm,id=dimm{i},memdev=dimm{i}mem"]
-    return args
-
-
-def qemu_args(qemu, cfg, kb, sock, workdir, dimms=0, extra=()):
-    mopts = cfg["machine_type"] + ",memory-backend=mem" + cfg["opts"]
-    return [qemu, "-machine", mopts, "-accel", "tcg",
-            "-m", f"{GUEST_MB}M,slots={SLOTS},maxmem=4G",
-            "-display", "none", "-nodefaults", "-serial", "none",
-            "-chardev", f"socket,id=vhu,path={sock}",
-            "-netdev", "vhost-user,id=net0,chardev=vhu",
-            "-device", "virtio-net-pci,netdev=net0,disable-legacy=on,"
-            f"romfile={PXE_ROM},bootindex=1"] + \
-        ram_args(kb, dimms) + list(extra)
-
-
-def dimm_capacity(qemu, cfg, kb, pmd, workdir):
-    """The most DIMMs QEMU starts with next to the backend (0..SLOTS), and
-    the error that refused one more."""
-    best, refusal = -1, ""
-    for n in range(SLOTS + 1):
-        qmp_path = os.path.join(workdir, f"dimms{n}.qmp")
-        err = os.path.join(workdir, f"dimms{n}.err")
-        args = qemu_args(qemu, cfg, kb, pmd.sock, workdir, dimms=n,
-                         extra=["-S", "-qmp",
-                                f"unix:{qmp_path},server=on,wait=off"])
-        with open(err, "wb") as errf:
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                    stderr=errf)
-        ok = False
-        try:
-            deadline = time.time() + 60
-            while time.time() < deadline and proc.poll() is None:
-                if os.path.exists(qmp_path):
-                    try:
-                        qmp = QMP(qmp_path, timeout=10)
-                        qmp.cmd("query-status")
-                        qmp.cmd("quit")
-                        qmp.close()
-                        ok = True
-                    except (OSError, EOFError, RuntimeError):
-                        pass
-                    break
-                time.sleep(0.05)
-            proc.wait(timeout=30)
-        finally:
-            stop(proc, 5)
-        if not ok:
-            refusal = open(err, errors="replace").read().strip()
-            break
-        best = n
-    return best, refusal
-
-
-def wait_packets(pmd, qemu_proc, above, what):
-    deadline = time.time() + PACKET_TIMEOUT
-    while time.time() < deadline:
-        n = pmd.rx_packets()
-        if n > above:
-            return n
-        if qemu_proc.poll() is not None:
-            raise RuntimeError(f"QEMU exited before {what}")
-        time.sleep(0.5)
-    raise RuntimeError(f"no packet from the guest {what} "
-                       f"after {PACKET_TIMEOUT} s")
-
-
-def reset_and_wait(pmd, qmp, qemu_proc, what):
-    """Reset the guest; wait until the device is started again (a new
-    memory table reaches the backend), then for packets after that."""
-    tables = len(pmd.tables())
-    qmp.cmd("system_reset")
-    deadline = time.time() + PACKET_TIMEOUT
-    while len(pmd.tables()) <= tables:
-        if time.time() > deadline or qemu_proc.poll() is not None:
-            raise RuntimeError(f"the device was not started again {what}")
-        time.sleep(0.2)
-    return wait_packets(pmd, qemu_proc, pmd.rx_packets(), what)
-
-
-def replay_pam(qt, kind):
-    regs = PAM_REGS[kind]
-    for val in PAM_REPLAY:
-        for reg in regs:
-            qt.pci_config_writeb(reg, val & 0xf0 if reg == regs[0] else val)
 
 
 def run_one(qemu, cfg, kb, workdir):
@@ -287,10 +107,6 @@ def run_one(qemu, cfg, kb, workdir):
     return r
 
 
-VFIO_USER_SERVER = "out/libvfio-user-build/samples/gpio-pci-idio-16"
-SEABIOS_END = b"No bootable device."
-
-
 def vfio_user_ok(qemu, cfg, server, workdir, dimms):
     """Boot SeaBIOS with a vfio-user device (libvfio-user's gpio sample,
     at most 16 DMA regions) and `dimms` DIMMs: (every region mapped,
@@ -326,13 +142,8 @@ def vfio_user_ok(qemu, cfg, server, workdir, dimms):
         stop(proc, 5)
         stop(srv, 5)
     text = open(slog, errors="replace").read()
-    live = set()
-    for m in re.finditer(r"(adding|removing) DMA region \[(0x[0-9a-f]+|0), "
-                         r"(0x[0-9a-f]+)\)", text):
-        region = (int(m.group(2), 16), int(m.group(3), 16))
-        (live.add if m.group(1) == "adding" else live.discard)(region)
     bad = re.search(r"failed to add DMA region[^\n]*", text)
-    return not bad, len(live), bad.group(0) if bad else ""
+    return not bad, live_dma_regions(text), bad.group(0) if bad else ""
 
 
 def vfio_user_capacity(qemu, cfg, server, workdir, lo=6, hi=14):

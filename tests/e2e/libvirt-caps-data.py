@@ -19,7 +19,7 @@ import sys
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
-from mbtools import Tap  # noqa: E402
+from mblib.report import Tap  # noqa: E402
 
 PROBE = os.path.join(TOP, "out/libvirt-src/build/tests/qemucapsprobe")
 QEMU = os.path.join(TOP, "out/qemu-system-x86_64")

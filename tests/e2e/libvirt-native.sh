@@ -250,12 +250,12 @@ EOX
 vfu_server() {  # SERVER_LOG [TSEG_START TSEG_END]: "REMOVALS MAP_FAILURES LIVE":
                 # removals of DMA regions over RAM above 1 MiB outside TSEG, the
                 # regions the server could not map, the regions mapped at the end
-    python3 -c 'import sys; sys.path.insert(0, "scripts"); import dma_churn
+    python3 -c 'import sys; sys.path.insert(0, "scripts"); from mblib import parsers
 text = open(sys.argv[1], errors="replace").read()
 tseg = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else None
-print(dma_churn.parse_server_log(text, tseg)[0],
+print(parsers.parse_server_log(text, tseg)[0],
       text.count("failed to memory map DMA region"),
-      dma_churn.live_dma_regions(text))' "$@"
+      parsers.live_dma_regions(text))' "$@"
 }
 booted() {  # FIRMWARE DIR: the end of boot is on the console
     if [ "$1" = secboot ]; then

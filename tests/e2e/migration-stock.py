@@ -23,10 +23,10 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
-from mbtools import (QMP, Tap, stop, wait_migration, wait_running,  # noqa: E402
-                     write_markdown)
-from vhost_slots import (TESTPMD, TestPmd, dimm_capacity, qemu_args,  # noqa: E402
+from mblib.peers import (TESTPMD, TestPmd, dimm_capacity, qemu_args,  # noqa: E402
                          reset_and_wait, wait_packets)
+from mblib.qmp import QMP, stop, wait_migration, wait_running  # noqa: E402
+from mblib.report import Tap, write_markdown  # noqa: E402
 
 PATCHED = os.path.abspath(os.environ.get("QEMU", "out/qemu-system-x86_64"))
 STOCK = os.path.abspath(os.environ.get(

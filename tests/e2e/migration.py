@@ -21,7 +21,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
                                 "scripts"))
-from mbtools import QMP, Tap, stop, wait_migration, wait_running  # noqa: E402
+from mblib.qmp import QMP, stop, wait_migration, wait_running  # noqa: E402
+from mblib.report import Tap  # noqa: E402
 
 QEMU = os.path.abspath(os.environ.get("QEMU", "out/qemu-system-x86_64"))
 CASES = [

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The log parsers of dma_churn.py and vhost_churn.py on known input.
+"""The log parsers (scripts/mblib/parsers.py) on known input.
 
 Real logs of unpatched QEMU 10.2.2 from ../shared/reference/ (skipped when
 that directory is missing) and small synthetic ones for what the e2e runs
@@ -13,8 +13,7 @@ import sys
 
 TOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path.insert(0, os.path.join(TOP, "scripts"))
-import dma_churn as dc  # noqa: E402
-import vhost_churn as vc  # noqa: E402
+import mblib.parsers as mp  # noqa: E402
 
 REF = os.path.normpath(os.path.join(TOP, "..", "shared", "reference"))
 MiB = 1 << 20
@@ -46,12 +45,12 @@ def memslot_reference():
     text = ref("unpatched-10.2.2-q35-kvm-memslot-trace.txt")
     if text is None:
         return None, f"no {REF}"
-    deleted, live = dc.parse_memslots(text)
-    got = (deleted, live, dc.per_as(deleted))
+    deleted, live = mp.parse_memslots(text)
+    got = (deleted, live, mp.per_as(deleted))
     want = ({0: 4}, {0: 6}, "0:4")
     # TSEG is never a slot of its own there: the window changes nothing
-    return (got == want and dc.parse_memslots(text, TSEG64)[0] == {0: 4},
-            f"deleted {got[2]}, live {dc.per_as(live)}")
+    return (got == want and mp.parse_memslots(text, TSEG64)[0] == {0: 4},
+            f"deleted {got[2]}, live {mp.per_as(live)}")
 
 
 @test
@@ -78,9 +77,9 @@ def memslot_per_address_space():
     lines.append("kvm_set_user_memory AddrSpace#1 Slot#0 flags=0x0 "
                  "gpa=0x100000 size=0x0 guest_memfd=-1 guest_memfd_offset=0x0"
                  " ret=0")
-    deleted, live = dc.parse_memslots("\n".join(lines), TSEG64)
-    return (dc.per_as(deleted) == "0:1 1:2" and live == {0: 1, 1: 0},
-            f"deleted {dc.per_as(deleted)}, live {dc.per_as(live)}")
+    deleted, live = mp.parse_memslots("\n".join(lines), TSEG64)
+    return (mp.per_as(deleted) == "0:1 1:2" and live == {0: 1, 1: 0},
+            f"deleted {mp.per_as(deleted)}, live {mp.per_as(live)}")
 
 
 @test
@@ -92,8 +91,8 @@ def server_log_reference():
     q35 = ref("unpatched-10.2.2-q35-tcg-vfio-user-server.log")
     if pc is None or q35 is None:
         return None, f"no {REF}"
-    got_pc = dc.parse_server_log(pc)
-    got_q35 = dc.parse_server_log(q35, TSEG64)
+    got_pc = mp.parse_server_log(pc)
+    got_q35 = mp.parse_server_log(q35, TSEG64)
     return (got_pc == (3, 3 * 2047 * MiB, 0) and
             got_q35 == (4, 4 * (2047 - 64) * MiB, 0),
             f"pc {got_pc}, q35 {got_q35}")
@@ -106,9 +105,9 @@ def tseg_window():
     log = "\n".join(f"gpio: removing DMA region [{a:#x}, {b:#x}) flags=0"
                     for a, b in ((MiB, TSEG64[0]), (MiB, 2 << 30),
                                  TSEG64, (0, MiB), (0xf0000, TSEG64[0])))
-    got = dc.parse_server_log(log, TSEG64)
+    got = mp.parse_server_log(log, TSEG64)
     want = (3, 3 * (TSEG64[0] - MiB), 1)
-    nowin = dc.parse_server_log(log)
+    nowin = mp.parse_server_log(log)
     return (got == want and nowin[0] == 4 and nowin[2] == 0,
             f"{got}, without a window {nowin}")
 
@@ -143,8 +142,8 @@ def topology_shared_view():
     """Three "vtd-root" address spaces on one view: each change counts once
     per transaction (flatview_new), from the device's first mapping on;
     other address spaces, other regions and TSEG-only removals do not."""
-    got = dc.parse_topology(VTD_TRACE, "vtd-root", TSEG64)
-    mem = dc.parse_topology(VTD_TRACE, "memory", TSEG64)
+    got = mp.parse_topology(VTD_TRACE, "vtd-root", TSEG64)
+    mem = mp.parse_topology(VTD_TRACE, "memory", TSEG64)
     return got == 2 and mem == 1, f"vtd-root {got}, memory {mem}"
 
 
@@ -152,7 +151,7 @@ def topology_shared_view():
 def listener_follows_device_view():
     """Each vfio_listener_region_del is attributed to the address space of
     the topology event just before it (KVM lines in between ignored)."""
-    got = dc.listener_address_spaces(VTD_TRACE)
+    got = mp.listener_address_spaces(VTD_TRACE)
     return got == {"vtd-root": 2}, f"{got}"
 
 
@@ -170,7 +169,7 @@ FlatView #1
  AS "vtd-root", root: vtd-01.0
  Root memory region: vtd-nodmar
 """
-    views = dc.parse_flatviews(text)
+    views = mp.parse_flatviews(text)
     ok = (len(views) == 2 and
           views[0][1] == {"memory": "0000000000100000 000000007c000000"} and
           ("vtd-root", "vtd-01.0") in views[1][0] and len(views[1][0]) == 2)
@@ -196,7 +195,7 @@ def strace_phases():
     """Guest memfd mappings only, resumed calls joined, per phase: phase 1
     maps two, phase 2 removes [0, 2G) (RAM above 1 MiB) and [0, 1M), phase
     3 (the end of the log: teardown) removes [1M, 2G)."""
-    got = vc.parse_strace(STRACE, (1500.0, 2500.0, None), TSEG64)
+    got = mp.parse_strace(STRACE, (1500.0, 2500.0, None), TSEG64)
     want = [dict(removals=0, bytes=0, tseg=0, unmapped=0, live=2),
             dict(removals=1, bytes=TSEG64[0] - MiB, tseg=0, unmapped=2,
                  live=1),
@@ -219,7 +218,7 @@ def strace_numa_files():
     address 1 GiB, so unmapping it removes RAM up to the TSEG window and
     the TSEG window; node 0's mapping is RAM above 1 MiB too."""
     bases = {"/tmp/h/1-node0": 0, "/tmp/h/1-node1": 1 << 30}
-    got = vc.parse_strace(STRACE_NUMA, (1500.0, None), TSEG64, bases)
+    got = mp.parse_strace(STRACE_NUMA, (1500.0, None), TSEG64, bases)
     want = [dict(removals=0, bytes=0, tseg=0, unmapped=0, live=2),
             dict(removals=2, bytes=TSEG64[0] - MiB, tseg=0, unmapped=2,
                  live=0)]
@@ -234,7 +233,7 @@ def vhost_user_writes():
             "vhost_user_read req:38 flags:0x5\n"
             "vhost_user_write req:37 flags:0x9\n"
             "vhost_user_write req:5 flags:0x9\n")
-    got = vc.parse_vhost_writes(text)
+    got = mp.parse_vhost_writes(text)
     return got == {37: 2, 38: 1, 5: 1}, f"{got}"
 
 
