@@ -24,6 +24,7 @@ system memory view after SeaBIOS POST (FlatRanges of AS "memory").
 """
 
 import argparse
+import csv
 import os
 import re
 import socket
@@ -207,7 +208,7 @@ def view_size(cfg, workdir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qemu", default="out/qemu-system-x86_64")
-    ap.add_argument("--unpatched", required=True)
+    ap.add_argument("--unpatched")
     ap.add_argument("--alternative",
                     help="the comparison variant (alternative-patches/)")
     ap.add_argument("--writes", type=int, default=3000)
@@ -217,7 +218,16 @@ def main():
     ap.add_argument("--csv")
     ap.add_argument("--svg")
     ap.add_argument("--markdown")
+    ap.add_argument("--chart-from-csv", metavar="CSV",
+                    help="only draw --svg from the --csv of an earlier run")
     opts = ap.parse_args()
+    if opts.chart_from_csv:
+        if not opts.svg:
+            ap.error("--chart-from-csv needs --svg")
+        write_svg(rows_from_csv(opts.chart_from_csv), opts.svg)
+        return 0
+    if not opts.unpatched:
+        ap.error("--unpatched is required")
 
     cfgs = [{"name": "unpatched", "qemu": opts.unpatched, "barriers": None}]
     if opts.alternative:
@@ -324,18 +334,47 @@ def main():
     return 0
 
 
+def label_lines(x, y, text, width=11):
+    """An x-axis label, broken into lines of at most @width characters so
+    that neighbouring labels do not overlap."""
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    lines.append(cur)
+    spans = "".join(f'<tspan x="{x}" dy="{0 if i == 0 else 14}">{line}'
+                    '</tspan>' for i, line in enumerate(lines))
+    return f'<text x="{x}" y="{y}" text-anchor="middle">{spans}</text>'
+
+
+def rows_from_csv(path):
+    """The rows write_svg() needs, from a --csv file of an earlier run."""
+    def num(v):
+        return float(v) if v not in ("", None) else None
+    with open(path, newline="") as f:
+        return [{"configuration": r["configuration"],
+                 "ratio": num(r["ratio_median"]),
+                 "ratio_min": num(r["ratio_min"]),
+                 "ratio_max": num(r["ratio_max"]),
+                 "ir_ratio": num(r["instructions_ratio"])}
+                for r in csv.DictReader(f)]
+
+
 def write_svg(rows, path):
     """Bars: median CPU ratio with its spread; dots: callgrind ratio."""
-    left, top, height, bar = 70, 50, 240, 60
+    left, top, height, bar, gap = 70, 50, 240, 60, 40
     vmax = max(1.2, max(r["ratio_max"] for r in rows) * 1.05,
                max((r["ir_ratio"] or 0) for r in rows) * 1.05)
     vmin = 0.0
-    width = left + len(rows) * (bar + 30) + 40
+    width = left + len(rows) * (bar + gap) + 40
 
     def y(v):
         return top + height - (v - vmin) / (vmax - vmin) * height
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-           f'height="{top + height + 70}" font-family="sans-serif" '
+           f'height="{top + height + 86}" font-family="sans-serif" '
            'font-size="12">',
            f'<text x="{left}" y="22" font-size="15" font-weight="bold">'
            'Topology update cost relative to unpatched QEMU 10.2.2</text>']
@@ -348,7 +387,7 @@ def write_svg(rows, path):
     svg.append(f'<line x1="{left}" y1="{y(1):.1f}" x2="{width - 20}" '
                f'y2="{y(1):.1f}" stroke="#333" stroke-dasharray="4 3"/>')
     for i, r in enumerate(rows):
-        x = left + 20 + i * (bar + 30)
+        x = left + 20 + i * (bar + gap)
         svg.append(f'<rect x="{x}" y="{y(r["ratio"]):.1f}" width="{bar}" '
                    f'height="{y(0) - y(r["ratio"]):.1f}" fill="#1f77b4"/>'
                    f'<line x1="{x + bar / 2}" y1="{y(r["ratio_min"]):.1f}" '
@@ -356,19 +395,24 @@ def write_svg(rows, path):
                    'stroke="#000" stroke-width="2"/>'
                    f'<text x="{x + bar / 2}" y="{y(r["ratio_max"]) - 6:.1f}" '
                    f'text-anchor="middle">{r["ratio"]:.3f}</text>'
-                   f'<text x="{x + bar / 2}" y="{top + height + 18}" '
-                   f'text-anchor="middle">{r["configuration"]}</text>')
+                   + label_lines(x + bar / 2, top + height + 18,
+                                 r["configuration"]))
         if r["ir_ratio"]:
+            # the stable figure: labelled with its value
             svg.append(f'<circle cx="{x + bar / 2}" cy="{y(r["ir_ratio"]):.1f}"'
-                       ' r="5" fill="#d62728"/>')
-    svg.append(f'<rect x="{left}" y="{top + height + 36}" width="12" '
+                       ' r="5" fill="#d62728"/>'
+                       f'<text x="{x + bar / 2 + 8}" '
+                       f'y="{y(r["ir_ratio"]) + 4:.1f}" fill="#d62728">'
+                       f'{r["ir_ratio"]:.3f}</text>')
+    legend = top + height + 52
+    svg.append(f'<rect x="{left}" y="{legend}" width="12" '
                'height="12" fill="#1f77b4"/><text x="{0}" y="{1}">'
-               .format(left + 18, top + height + 46) +
+               .format(left + 18, legend + 10) +
                'CPU time per PAM write (median, min-max)</text>'
-               f'<circle cx="{left + 306}" cy="{top + height + 42}" r="5" '
+               f'<circle cx="{left + 306}" cy="{legend + 6}" r="5" '
                f'fill="#d62728"/><text x="{left + 318}" '
-               f'y="{top + height + 46}">instructions per commit '
-               '(callgrind)</text>')
+               f'y="{legend + 10}">instructions per commit '
+               '(callgrind, the stable figure)</text>')
     svg.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(svg) + "\n")
