@@ -31,7 +31,7 @@ QUEUES = {
              "docs/cover-letter.txt", "v4"),
     "libvirt": ("out/libvirt-src", "upstream-base",
                 "libvirt-patches/0000-cover-letter.patch",
-                "docs/libvirt-cover-letter.txt", "v2"),
+                "docs/libvirt-cover-letter.txt", "v3"),
 }
 _queue = (sys.argv[sys.argv.index("--queue") + 1]
           if "--queue" in sys.argv[1:-1] else "qemu")
