@@ -120,6 +120,8 @@ bench: build unpatched alternative
 	@echo "bench: unpatched, the unmergeable alternative and the series in one table"
 	@/usr/bin/python3 scripts/compare_alternative.py --markdown out/bench-compare.md \
 	    --csv out/bench-compare.csv --mtree $(UNPATCHED) $(ALTERNATIVE) $(QEMU)
+	@echo "bench: tables into docs/measurements/ and the README's summaries"
+	@/usr/bin/python3 scripts/readme_tables.py
 
 bisect-check: apply
 	@scripts/bisect-check.sh

@@ -18,3 +18,5 @@ if [ -x "$qsd" ] && command -v strace >/dev/null; then
 else
     echo "demo: vhost-user skipped (needs $qsd, built by make build, and strace)"
 fi
+# the tables into docs/measurements/, the headlines into the README
+/usr/bin/python3 scripts/readme_tables.py dma-churn vhost-churn

@@ -34,6 +34,9 @@ TABLES = {
     "bench-cost": "update-cost.md",
     "migration-stock": "migration.md",
 }
+# whole files kept with the docs: out/ file -> docs/measurements file
+COPIES = {"bench-compare-mtree.txt":
+          "info-mtree-unpatched-alternative-series.txt"}
 UNPATCHED = "unpatched 10.2.2"
 DEFAULT = "patched, 10.2 type (default)"
 COLUMNS = ["unpatched 10.2.2", "10.2 defaults", "10.1 + merge-layout=latest"]
@@ -203,6 +206,12 @@ def main():
         with open(doc, "w") as f:
             f.write(new)
         print(f"docs: {name} table in {doc} from {path}")
+    for src, dst in COPIES.items():
+        path = os.path.join("out", src)
+        if os.path.exists(path) and not sys.argv[1:]:
+            with open(path) as f, open(os.path.join(DOCS, dst), "w") as g:
+                g.write(f.read())
+            print(f"docs: {dst} from {path}")
     text = open("README.md").read()
     for name, fn in SUMMARIES.items():
         new = replace_block(text, rf"<!-- summary {name} -->\n",
