@@ -33,19 +33,25 @@ CASES = [
 ]
 
 
-def start(tmp, name, machine, barriers, incoming=None):
-    mopts = machine + ("" if barriers is None
-                       else f",merge-barriers={barriers}")
+def launch(tmp, name, args, incoming=None):
+    """Start QEMU with @args, its QMP socket and stderr in @tmp."""
     qmp = os.path.join(tmp, f"{name}.qmp")
-    args = [QEMU, "-machine", mopts, "-accel", "tcg", "-m", "256M",
-            "-display", "none", "-nodefaults", "-serial", "none",
-            "-qmp", f"unix:{qmp},server=on,wait=off"]
+    args = [QEMU] + args + ["-display", "none", "-nodefaults",
+                            "-serial", "none",
+                            "-qmp", f"unix:{qmp},server=on,wait=off"]
     if incoming:
         args += ["-incoming", incoming]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(tmp, f"{name}.err"),
                                         "wb"))
     return proc, QMP(qmp)
+
+
+def start(tmp, name, machine, barriers, incoming=None):
+    mopts = machine + ("" if barriers is None
+                       else f",merge-barriers={barriers}")
+    return launch(tmp, name, ["-machine", mopts, "-accel", "tcg",
+                              "-m", "256M"], incoming)
 
 
 OVMF = "/usr/share/OVMF"
@@ -66,21 +72,12 @@ def start_ovmf(tmp, name, incoming=None):
     vars_fd = os.path.join(tmp, "VARS.fd")
     if not os.path.exists(vars_fd):
         shutil.copyfile(os.path.join(OVMF, "OVMF_VARS_4M.ms.fd"), vars_fd)
-    qmp = os.path.join(tmp, f"{name}.qmp")
-    args = [QEMU, "-machine", "pc-q35-10.2,smm=on", "-accel", "tcg",
-            "-m", "2G", "-display", "none", "-nodefaults",
-            "-serial", "none",
-            "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="
-            + os.path.join(OVMF, "OVMF_CODE_4M.secboot.fd"),
-            "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
-            "-global", "driver=cfi.pflash01,property=secure,value=on",
-            "-qmp", f"unix:{qmp},server=on,wait=off"]
-    if incoming:
-        args += ["-incoming", incoming]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(tmp, f"{name}.err"),
-                                        "wb"))
-    return proc, QMP(qmp)
+    return launch(tmp, name, [
+        "-machine", "pc-q35-10.2,smm=on", "-accel", "tcg", "-m", "2G",
+        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="
+        + os.path.join(OVMF, "OVMF_CODE_4M.secboot.fd"),
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
+        "-global", "driver=cfi.pflash01,property=secure,value=on"], incoming)
 
 
 def tseg_case(tap):
