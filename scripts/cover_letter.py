@@ -28,10 +28,10 @@ import sys
 # queue -> (work tree, base, cover letter, its text, the series' version)
 QUEUES = {
     "qemu": ("out/qemu-src", "debian-base", "patches/0000-cover-letter.patch",
-             "docs/cover-letter.txt", "v4"),
+             "docs/cover-letter.txt", "v5"),
     "libvirt": ("out/libvirt-src", "upstream-base",
                 "libvirt-patches/0000-cover-letter.patch",
-                "docs/libvirt-cover-letter.txt", "v3"),
+                "docs/libvirt-cover-letter.txt", "v4"),
 }
 _queue = (sys.argv[sys.argv.index("--queue") + 1]
           if "--queue" in sys.argv[1:-1] else "qemu")
