@@ -17,7 +17,8 @@ TEST_TARGETS := $(addprefix tests/qtest/,$(QTESTS)) $(addprefix tests/unit/,$(UN
 
 LVSRC := out/libvirt-src
 
-.PHONY: all deps fetch apply build build-tests demo check export check-series \
+.PHONY: all deps fetch apply build build-tests demo check check-qemu check-build-qemu \
+        export check-series \
         unpatched alternative bench cover-letter bisect-check check-sanitize fuzz \
         fetch-libvirt apply-libvirt build-libvirt bisect-check-libvirt \
         clean distclean help
@@ -27,6 +28,7 @@ all: build build-libvirt demo
 help:
 	@echo "make               install deps, fetch QEMU 10.2.2 and libvirt 11.3.0, apply both series, build, demo"
 	@echo "make check         all of the above and unpatched 10.2.2, then every test; ends with 'N passed, M failed'"
+	@echo "make check-qemu    QEMU's own x86_64 qtests and unit tests on the series (failures re-run on stock 10.2.2)"
 	@echo "make export        patches/ <- out/qemu-src, libvirt-patches/ <- out/libvirt-src (after editing there)"
 	@echo "make check-series  fail if a patch queue and its work tree disagree"
 	@echo "make build-libvirt fetch libvirt 11.3.0, apply libvirt-patches/, build (QEMU driver only)"
@@ -73,8 +75,19 @@ bisect-check-libvirt: apply-libvirt
 
 # unpatched: the stock 10.2.2 build that tests/e2e compares with and
 # migrates to and from
-check: build-tests build-libvirt unpatched
+check: build-tests build-libvirt unpatched check-build-qemu
 	@QTESTS="$(QTESTS)" UNITS="$(UNITS)" scripts/run-tests.sh
+
+# QEMU's own test programs (qtests, unit tests), as `make check-build` in
+# the build tree builds them
+check-build-qemu: build-tests
+	@echo "build: QEMU's test programs (make check-build in $(BUILD))"
+	@$(MAKE) -C $(BUILD) check-build > out/check-build.log 2>&1 || \
+	    { tail -n 20 out/check-build.log; echo "check-build failed (log: out/check-build.log)"; exit 1; }
+
+# QEMU's x86_64 qtests and unit tests alone (scripts/qemu_suite.py)
+check-qemu: check-build-qemu unpatched
+	@scripts/run-tests.sh qemu
 
 UNPATCHED := out/qemu-unpatched/build/qemu-system-x86_64
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test of the project and count them.
-#   scripts/run-tests.sh [SUITE...]     suites: qtest unit libvirt series fuzz e2e (default: all),
+#   scripts/run-tests.sh [SUITE...]     suites: qtest unit libvirt series fuzz e2e qemu (default: all),
 #                                       sanlogs (scan $SANLOGS; used by check-sanitize)
 # Each test program speaks TAP; every "ok"/"not ok" line counts as one test.
 # A program that fails without reporting a failed test counts one failure.
@@ -12,7 +12,7 @@ BUILD=${BUILD:-out/qemu-src/build}
 LOGS=out/test-logs${LOGS_SUFFIX:-}
 QTESTS=${QTESTS:-merge-barriers-test i440fx-test q35-test qom-test test-hmp device-introspect-test}
 UNITS=${UNITS:-test-string-input-visitor}
-SUITES=("${@:-qtest unit libvirt series fuzz e2e}")
+SUITES=("${@:-qtest unit libvirt series fuzz e2e qemu}")
 SUITES=(${SUITES[*]})
 
 mkdir -p "$LOGS"
@@ -75,6 +75,10 @@ for suite in "${SUITES[@]}"; do
         echo "== merge-barriers property fuzzer (fixed seed, short run)"
         run "fuzz/merge-barriers" 1200 /usr/bin/python3 scripts/fuzz_property.py \
             --qemu "$TOP/$BUILD/qemu-system-x86_64" ;;
+    qemu)
+        echo "== QEMU's own test suite: meson test --suite qtest-x86_64 --suite unit (failures re-run on stock 10.2.2)"
+        run "qemu/meson-test" 3600 /usr/bin/python3 scripts/qemu_suite.py \
+            --markdown out/qemu-suite.md ;;
     sanlogs)
         echo "== sanitizer reports in ${SANLOGS:?}"
         run "sanitize/reports" 60 bash -c '

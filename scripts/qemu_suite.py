@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""QEMU's own x86_64 qtests and unit tests on the patched tree.
+
+Runs `meson test --suite qtest-x86_64 --suite unit` in out/qemu-src/build
+(the test binaries are built first with `make check-build`, see the
+Makefile's check-qemu target), as a maintainer runs the suite before
+merging.  Every subtest counts: each test program's TAP lines are printed
+again, numbered for this run, so that scripts/run-tests.sh counts them in
+its closing line.
+
+A test that fails on the series is run again against stock QEMU 10.2.2:
+a qtest with QTEST_QEMU_BINARY set to the unpatched binary, a unit test
+built in the unpatched tree (out/qemu-unpatched/build).  If it fails
+there too, it is reported as skipped ("fails on stock 10.2.2 too"); if
+it passes there, it is a regression and fails.  Tests that meson skips
+(exit status 77: what the machine lacks, such as KVM or swtpm) are
+reported as skipped with the test's own reason.
+
+    scripts/qemu_suite.py [--markdown FILE] [--jobs N]
+
+Speaks TAP.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TOP, "scripts"))
+from mblib.report import measurement_stamp  # noqa: E402
+
+BUILD = os.path.join(TOP, "out/qemu-src/build")
+STOCK_BUILD = os.path.join(TOP, "out/qemu-unpatched/build")
+SUITES = ["qtest-x86_64", "unit"]
+TAP_RE = re.compile(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)$")
+
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def line(self, status, desc, directive=""):
+        self.n += 1
+        if status == "not ok" and not directive:
+            self.failed += 1
+        print(f"{status} {self.n} {desc}{' # ' + directive if directive else ''}",
+              flush=True)
+
+
+def run_meson(jobs, names=None, env=None, build=BUILD):
+    """meson test; returns the parsed testlog.json entries."""
+    log = os.path.join(build, "meson-logs", "testlog.json")
+    if os.path.exists(log):
+        os.unlink(log)
+    cmd = ["meson", "test", "--no-rebuild", "-C", build,
+           "--num-processes", str(jobs), "--timeout-multiplier", "3"]
+    if names:
+        cmd += names
+    else:
+        for s in SUITES:
+            cmd += ["--suite", s]
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    entries = []
+    if os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                if line.strip():
+                    entries.append(json.loads(line))
+    return entries
+
+
+def subtests(entry):
+    """(status, name, directive) for each TAP line of a test's output."""
+    out = []
+    for line in (entry.get("stdout") or "").splitlines():
+        m = TAP_RE.match(line)
+        if not m:
+            continue
+        rest = m.group(2)
+        directive = ""
+        if "#" in rest:
+            rest, directive = [x.strip() for x in rest.split("#", 1)]
+        out.append((m.group(1), rest, directive))
+    return out
+
+
+def stock_verdict(entry, jobs):
+    """Run a failing test against stock 10.2.2: True if it fails there."""
+    name = entry["name"]
+    suites = entry.get("suite") or []
+    if any(s.startswith("qtest") for s in suites):
+        env = dict(os.environ)
+        cmd = entry["command"]
+        env.update(entry.get("env") or {})
+        env["QTEST_QEMU_BINARY"] = os.path.join(STOCK_BUILD,
+                                                "qemu-system-x86_64")
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                           timeout=1800, cwd=BUILD)
+        return r.returncode not in (0, 77)
+    # a unit test: build it in the unpatched tree and run it there
+    target = os.path.relpath(entry["command"][0], BUILD)
+    b = subprocess.run(["ninja", "-C", STOCK_BUILD, target],
+                       capture_output=True, text=True)
+    if b.returncode:
+        print(f"# could not build {target} on stock: "
+              f"{b.stdout[-300:]}", flush=True)
+        return False
+    entries = run_meson(jobs, [name], build=STOCK_BUILD)
+    return any(e.get("result") not in ("OK", "SKIP") for e in entries)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(BUILD, "build.ninja")):
+        print(f"1..0 # SKIP no {BUILD} (make build-tests)")
+        return 0
+    start = time.time()
+    entries = run_meson(args.jobs)
+    if not entries:
+        print("Bail out! meson test ran no test (see "
+              f"{BUILD}/meson-logs/testlog.txt)")
+        return 1
+    tap = Tap()
+    rows = []
+    for e in sorted(entries, key=lambda x: x["name"]):
+        name = e["name"]
+        result = e.get("result")
+        subs = subtests(e)
+        stock = ""
+        if result == "SKIP":
+            # the test's own reason: its skipped subtests, or what it said
+            skips = [d for _, _, d in subs if d.upper().startswith("SKIP")]
+            said = [ln.strip() for ln in ((e.get("stderr") or "") + "\n" +
+                                          (e.get("stdout") or ""))
+                    .splitlines() if ln.strip() and not TAP_RE.match(ln)
+                    and not ln.startswith(("# random seed", "1..0"))]
+            reason = (skips[0][4:].strip() if skips else
+                      said[-1] if said else
+                      "it registered no case (1..0): what its cases need "
+                      "is missing from this build or machine")
+            tap.line("ok", name, f"SKIP {reason[:150]}")
+            rows.append((name, 0, f"skipped: {reason[:80]}", "-"))
+            continue
+        if result in ("OK", "EXPECTEDFAIL"):
+            for status, desc, directive in subs or [("ok", "", "")]:
+                tap.line(status, f"{name}: {desc}".rstrip(": "), directive)
+            rows.append((name, len(subs), "pass", "-"))
+            continue
+        # failed on the series: what does stock say?
+        try:
+            stock_fails = stock_verdict(e, args.jobs)
+        except (subprocess.TimeoutExpired, OSError) as ex:
+            print(f"# {name}: stock run failed to complete: {ex}")
+            stock_fails = False
+        stock = "fails" if stock_fails else "passes"
+        bad = [s for s in subs if s[0] == "not ok" and not s[2]]
+        for status, desc, directive in subs:
+            if status == "not ok" and not directive and stock_fails:
+                tap.line("ok", f"{name}: {desc}",
+                         "SKIP fails on stock 10.2.2 too")
+            else:
+                tap.line(status, f"{name}: {desc}", directive)
+        if not bad:
+            # failed without a failing subtest (crash, timeout)
+            if stock_fails:
+                tap.line("ok", name, f"SKIP {result} on stock 10.2.2 too")
+            else:
+                tap.line("not ok", f"{name}: {result} (regression: "
+                         "passes on stock 10.2.2)")
+        rows.append((name, len(subs),
+                     "fails on stock too" if stock_fails else
+                     f"REGRESSION ({result})", stock))
+        print(f"# {name}: {result} on the series, {stock} on stock 10.2.2")
+    secs = time.time() - start
+    print(f"# {len(entries)} test programs, {tap.n} results, {secs:.0f} s")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("| test | subtests | series | stock 10.2.2 (run only "
+                    "where the series fails) |\n|---|---|---|---|\n")
+            for r in rows:
+                f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+            f.write(f"\n{len(entries)} test programs, {tap.n} results, "
+                    f"{secs:.0f} s on {args.jobs} jobs.\n\n"
+                    f"_{measurement_stamp()}_\n")
+    print(f"1..{tap.n}")
+    return 1 if tap.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
