@@ -87,6 +87,10 @@ def main():
     ap.add_argument("--markdown")
     args = ap.parse_args()
     tap = Tap()
+    # the server: built by make bench and vhost-slots.sh; idempotent
+    subprocess.run([os.path.join(TOP, "scripts/build-vfio-user.sh")],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=TOP)
     missing = [p for p in (SERIES, STOCK, SERVER,
                            os.path.join(OVMF_DIR, "OVMF_CODE_4M.secboot.fd"))
                if not os.path.exists(p)]
