@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=out/libvirt-src
 W=out/libvirt-bisect
-TESTS="qemucapabilitiestest qemucaps2xmltest domaincapstest qemuxmlconftest
+TESTS="qemucapabilitiestest qemucaps2xmltest domaincapstest qemuxmlconftest qemuxmlactivetest
        genericxml2xmltest virschematest"
 scripts/series.sh --queue libvirt worktree "$W" || exit 1
 commits=$(git -C "$SRC" rev-list --reverse upstream-base..HEAD)

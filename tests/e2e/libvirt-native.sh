@@ -10,11 +10,11 @@
 # that the domain is not tainted, the QEMU command line libvirt built, the
 # XML libvirt keeps, and the barriers QEMU has (qom-get over QMP and 'info
 # mtree -f', after the taint check: a monitor command taints).  Then checks
-# what libvirt itself refuses at 'virsh define' (an address without the 0x
-# prefix; the element with an unpatched QEMU) and at 'virsh start' (a domain
+# what libvirt itself refuses at 'virsh define' (an address of zero; the
+# element with an unpatched QEMU) and at 'virsh start' (a domain
 # whose emulator became the unpatched QEMU after 'define'), each with
 # libvirt's message and no QEMU started, and what it leaves to QEMU (an
-# address that is no multiple of QEMU's page size: QEMU's message at start).
+# address that is no multiple of 64 KiB: QEMU's message at start).
 # Last, a real vfio-user peer counts the DMA unmaps firmware causes in a
 # libvirt domain: SeaBIOS on pc-q35-10.1 without and with an explicit
 # barrier, and OVMF with Secure Boot (SMM) on pc-q35-10.1 without the
@@ -149,9 +149,9 @@ refused() {
     check "$name: no QEMU process" bash -c "! pgrep -f 'guest=${name%?}[${name: -1}]' >/dev/null"
 }
 
-refused mb-native-no-prefix \
-    "$(xml_for examples/libvirt/native/pc-i440fx-10.2-no-prefix.xml qemu mb-native-no-prefix)" \
-    "Invalid value for attribute 'address' in element 'barrier': '4096000'. Expected a non-zero 64-bit hexadecimal number with the '0x' prefix"
+refused mb-native-zero \
+    "$(xml_for examples/libvirt/native/pc-i440fx-10.2-zero.xml qemu mb-native-zero)" \
+    "Invalid value for attribute 'address' in element 'barrier': Zero is not permitted"
 
 # refused_at_start NAME XML MESSAGE WHOSE: 'virsh define' succeeds, 'virsh
 # start' fails with MESSAGE (WHOSE: "libvirt's" or "QEMU's"), no QEMU is left
@@ -169,11 +169,11 @@ refused_at_start() {
     "${VIRSH[@]}" undefine "$name" >/dev/null 2>&1
 }
 
-# Left to QEMU: its page size.  libvirt defines the domain (it does not
+# Left to QEMU: its 64 KiB alignment.  libvirt defines the domain (it does not
 # check QEMU's limits); QEMU refuses to start with its own message.
 refused_at_start mb-native-misaligned \
     "$(xml_for examples/libvirt/native/pc-i440fx-10.2-misaligned.xml qemu mb-native-misaligned)" \
-    "merge-barriers: merge barrier 0x100800 is not aligned to the page size 0x1000 (target page 0x1000, host page 0x1000)" "QEMU's"
+    "merge-barriers: merge barrier 0x100800 is not a multiple of 0x10000 (64 KiB: the largest host page a guest can migrate to)" "QEMU's"
 
 if $have_unpatched; then
     xml=$(xml_for examples/libvirt/native/pc-q35-10.1-latest.xml qemu mb-native-unpatched)

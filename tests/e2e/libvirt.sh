@@ -72,7 +72,7 @@ xml=$(xml_for examples/libvirt/pc-i440fx-10.2-bad-value.xml qemu "$name")
 if out=$("${VIRSH[@]}" start "$name" 2>&1); then
     not_ok "bad value: virsh start succeeded"
 else
-    msg="merge-barriers: merge barrier 0x100800 is not aligned to the page size 0x1000 (target page 0x1000, host page 0x1000)"
+    msg="merge-barriers: merge barrier 0x100800 is not a multiple of 0x10000 (64 KiB: the largest host page a guest can migrate to)"
     check "bad value: virsh start fails with QEMU's error" \
         grep -qF "$msg" <<<"$out"
     check "bad value: the error is in the domain log" grep -qF "$msg" "$LOGDIR/$name.log"
