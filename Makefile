@@ -82,7 +82,8 @@ check: build-tests build-libvirt unpatched check-build-qemu
 # the build tree builds them
 check-build-qemu: build-tests
 	@echo "build: QEMU's test programs (make check-build in $(BUILD))"
-	@$(MAKE) -C $(BUILD) check-build > out/check-build.log 2>&1 || \
+	@CCACHE_BASEDIR=$(CURDIR) CCACHE_NOHASHDIR=true \
+	    $(MAKE) -C $(BUILD) check-build > out/check-build.log 2>&1 || \
 	    { tail -n 20 out/check-build.log; echo "check-build failed (log: out/check-build.log)"; exit 1; }
 
 # QEMU's x86_64 qtests and unit tests alone (scripts/qemu_suite.py)
