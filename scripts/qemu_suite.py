@@ -31,7 +31,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
-from mblib.report import measurement_stamp  # noqa: E402
+from mblib.report import write_markdown  # noqa: E402
 
 BUILD = os.path.join(TOP, "out/qemu-src/build")
 STOCK_BUILD = os.path.join(TOP, "out/qemu-unpatched/build")
@@ -183,14 +183,12 @@ def main():
     secs = time.time() - start
     print(f"# {len(entries)} test programs, {tap.n} results, {secs:.0f} s")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("| test | subtests | series | stock 10.2.2 (run only "
-                    "where the series fails) |\n|---|---|---|---|\n")
-            for r in rows:
-                f.write("| " + " | ".join(str(c) for c in r) + " |\n")
-            f.write(f"\n{len(entries)} test programs, {tap.n} results, "
-                    f"{secs:.0f} s on {args.jobs} jobs.\n\n"
-                    f"_{measurement_stamp()}_\n")
+        write_markdown(args.markdown, [
+            "test", "subtests", "series",
+            "stock 10.2.2 (run only where the series fails)"],
+            [[str(c) for c in r] for r in rows],
+            [f"{len(entries)} test programs, {tap.n} results, {secs:.0f} s "
+             f"on {args.jobs} jobs."])
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0
 

@@ -34,7 +34,7 @@ from mblib.parsers import live_dma_regions, parse_server_log  # noqa: E402
 from mblib.peers import (GUEST_MB, VFIO_USER_SERVER, ram_args,  # noqa: E402
                          start_vfio_user_server)
 from mblib.qmp import stop  # noqa: E402
-from mblib.report import Tap, measurement_stamp  # noqa: E402
+from mblib.report import Tap, write_markdown  # noqa: E402
 
 SERIES = os.environ.get("QEMU", os.path.join(TOP, "out/qemu-system-x86_64"))
 STOCK = os.environ.get("UNPATCHED", os.path.join(
@@ -125,17 +125,14 @@ def main():
             rows.append((n, st[0], se[0], st[1], se[1], st[2], se[2], st[3],
                          se[3]))
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("| 128 MiB DIMMs | regions refused, stock 10.2.2 | "
-                    "regions refused, series | regions mapped at the end, "
-                    "stock | regions mapped at the end, series | unmaps, "
-                    "first boot, stock | unmaps, first boot, series | "
-                    "unmaps, reset + second boot, stock | unmaps, reset + "
-                    "second boot, series |\n"
-                    "|---|---|---|---|---|---|---|---|---|\n")
-            for r in rows:
-                f.write("| " + " | ".join(str(c) for c in r) + " |\n")
-            f.write(f"\n_{measurement_stamp()}_\n")
+        write_markdown(args.markdown, [
+            "128 MiB DIMMs", "regions refused, stock 10.2.2",
+            "regions refused, series", "regions mapped at the end, stock",
+            "regions mapped at the end, series", "unmaps, first boot, stock",
+            "unmaps, first boot, series",
+            "unmaps, reset + second boot, stock",
+            "unmaps, reset + second boot, series"],
+            [[str(c) for c in r] for r in rows])
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0
 

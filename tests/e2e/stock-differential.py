@@ -43,7 +43,7 @@ import tempfile
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "scripts"))
 from mblib.qmp import QMP, QTestConn, stop  # noqa: E402
-from mblib.report import Tap, measurement_stamp  # noqa: E402
+from mblib.report import Tap, write_markdown  # noqa: E402
 
 SERIES = os.environ.get("QEMU", os.path.join(TOP, "out/qemu-system-x86_64"))
 STOCK = os.environ.get("UNPATCHED", os.path.join(
@@ -330,14 +330,10 @@ def main():
                 except (RuntimeError, OSError, EOFError) as e:
                     tap.check(False, f"{cfg[0]}, {name}: {e}")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("| machine | sequence | address space | removals, stock "
-                    "| removals, series | most RAM ranges more than stock | "
-                    "steps with more | steps |\n|---|---|---|---|---|---|---"
-                    "|---|\n")
-            for r in rows:
-                f.write("| " + " | ".join(str(c) for c in r) + " |\n")
-            f.write(f"\n_{measurement_stamp()}_\n")
+        write_markdown(args.markdown, [
+            "machine", "sequence", "address space", "removals, stock",
+            "removals, series", "most RAM ranges more than stock",
+            "steps with more", "steps"], [[str(c) for c in r] for r in rows])
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0
 
