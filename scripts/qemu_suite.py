@@ -8,11 +8,16 @@ merging.  Every subtest counts: each test program's TAP lines are printed
 again, numbered for this run, so that scripts/run-tests.sh counts them in
 its closing line.
 
-A test that fails on the series is run again against stock QEMU 10.2.2:
-a qtest with QTEST_QEMU_BINARY set to the unpatched binary, a unit test
-built in the unpatched tree (out/qemu-unpatched/build).  If it fails
-there too, it is reported as skipped ("fails on stock 10.2.2 too"); if
-it passes there, it is a regression and fails.  Tests that meson skips
+A test that fails in the full run (two test programs at a time on two
+cores) is first run again alone on the series, up to RERUNS times.  If a
+re-run passes, the test is flaky under load, not broken by the series: its
+subtests count from the passing re-run and it is named as flaky in the
+output and in the table (QEMU's own CI retries such jobs the same way).
+If every re-run fails too, the test is run against stock QEMU 10.2.2, as
+often: a qtest with QTEST_QEMU_BINARY set to the unpatched binary, a unit
+test built in the unpatched tree (out/qemu-unpatched/build).  If it fails
+there too, it is reported as skipped ("fails on stock 10.2.2 too"); if it
+passes there, it is a regression and fails.  Tests that meson skips
 (exit status 77: what the machine lacks, such as KVM or swtpm) are
 reported as skipped with the test's own reason.
 
@@ -36,6 +41,7 @@ from mblib.report import write_markdown  # noqa: E402
 BUILD = os.path.join(TOP, "out/qemu-src/build")
 STOCK_BUILD = os.path.join(TOP, "out/qemu-unpatched/build")
 SUITES = ["qtest-x86_64", "unit"]
+RERUNS = 3
 TAP_RE = re.compile(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)$")
 
 
@@ -90,8 +96,21 @@ def subtests(entry):
     return out
 
 
-def stock_verdict(entry, jobs):
-    """Run a failing test against stock 10.2.2: True if it fails there."""
+def rerun_series(entry):
+    """Run a failing test alone on the series again, up to RERUNS times.
+
+    Returns (attempts, the first passing testlog entry or None).
+    """
+    for attempt in range(1, RERUNS + 1):
+        entries = run_meson(1, [entry["name"]])
+        ok = [e for e in entries if e.get("result") in ("OK", "EXPECTEDFAIL")]
+        if ok:
+            return attempt, ok[0]
+    return RERUNS, None
+
+
+def stock_fails_once(entry, jobs):
+    """Run a test once against stock 10.2.2: True if it fails there."""
     name = entry["name"]
     suites = entry.get("suite") or []
     if any(s.startswith("qtest") for s in suites):
@@ -115,6 +134,18 @@ def stock_verdict(entry, jobs):
     return any(e.get("result") not in ("OK", "SKIP") for e in entries)
 
 
+def stock_verdict(entry, jobs):
+    """A test that failed on the series every time: does stock fail too?
+
+    Run as often as the series was (1 + RERUNS); True only if stock
+    fails every time, as the series did.
+    """
+    for _ in range(1 + RERUNS):
+        if not stock_fails_once(entry, jobs):
+            return False
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
@@ -131,6 +162,7 @@ def main():
         return 1
     tap = Tap()
     rows = []
+    flaky = []
     for e in sorted(entries, key=lambda x: x["name"]):
         name = e["name"]
         result = e.get("result")
@@ -155,7 +187,21 @@ def main():
                 tap.line(status, f"{name}: {desc}".rstrip(": "), directive)
             rows.append((name, len(subs), "pass", "-"))
             continue
-        # failed on the series: what does stock say?
+        # failed in the full run: alone on the series again, then stock
+        print(f"# {name}: {result} in the full run; re-running it alone "
+              f"on the series (up to {RERUNS} times)", flush=True)
+        attempts, passed = rerun_series(e)
+        if passed:
+            subs = subtests(passed)
+            for status, desc, directive in subs or [("ok", "", "")]:
+                tap.line(status, f"{name}: {desc}".rstrip(": "), directive)
+            flaky.append(f"{name}: {result} in the full run, passed alone "
+                         f"on re-run {attempts}")
+            rows.append((name, len(subs),
+                         f"flaky: {result} in the full run, passed alone on "
+                         f"re-run {attempts}", "not run"))
+            print(f"# {flaky[-1]}", flush=True)
+            continue
         try:
             stock_fails = stock_verdict(e, args.jobs)
         except (subprocess.TimeoutExpired, OSError) as ex:
@@ -174,21 +220,25 @@ def main():
             if stock_fails:
                 tap.line("ok", name, f"SKIP {result} on stock 10.2.2 too")
             else:
-                tap.line("not ok", f"{name}: {result} (regression: "
-                         "passes on stock 10.2.2)")
+                tap.line("not ok", f"{name}: {result} {1 + RERUNS} times "
+                         "(regression: passes on stock 10.2.2)")
         rows.append((name, len(subs),
                      "fails on stock too" if stock_fails else
                      f"REGRESSION ({result})", stock))
-        print(f"# {name}: {result} on the series, {stock} on stock 10.2.2")
+        print(f"# {name}: {result} on the series {1 + RERUNS} times, "
+              f"{stock} on stock 10.2.2")
     secs = time.time() - start
     print(f"# {len(entries)} test programs, {tap.n} results, {secs:.0f} s")
+    for f in flaky:
+        print(f"# flaky: {f}")
     if args.markdown:
         write_markdown(args.markdown, [
             "test", "subtests", "series",
             "stock 10.2.2 (run only where the series fails)"],
             [[str(c) for c in r] for r in rows],
             [f"{len(entries)} test programs, {tap.n} results, {secs:.0f} s "
-             f"on {args.jobs} jobs."])
+             f"on {args.jobs} jobs; flaky (failed in the full run, passed "
+             f"alone): {len(flaky)}."])
     print(f"1..{tap.n}")
     return 1 if tap.failed else 0
 
