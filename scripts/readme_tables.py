@@ -9,8 +9,8 @@ ends with its measurement stamp: date, machine facts, command).  The README
 holds one summary table per consumer between "<!-- summary CONSUMER -->"
 and "<!-- end of summary CONSUMER -->", built from the out/*.csv files:
 unpatched 10.2.2, the 10.2 defaults and merge-layout=latest on a 10.1 type,
-each linking to its full table.  Tables whose file is missing are left as
-they are (and named).  Usage: readme_tables.py [NAME...]
+each linking to its full table.  Tables and summaries whose out/ files are
+missing are left as they are (and named).  Usage: readme_tables.py [NAME...]
 """
 
 import csv
@@ -76,9 +76,7 @@ def pair(rows, a, b, **match):
 
 def source_note(*sources):
     """Where a summary's numbers come from."""
-    names = [f"`out/{s}.csv`" for s in sources if s]
-    return ("From " + " and ".join(names) + "." if names else
-            "Not measured yet: run `make bench`.")
+    return "From " + " and ".join(f"`out/{s}.csv`" for s in sources) + "."
 
 
 def table(header, rows, note):
@@ -91,6 +89,8 @@ def table(header, rows, note):
 def summary_vfio_user():
     rows, src = read_csv("bench-dma-churn", "dma-churn")
     slots, src2 = read_csv("bench-vhost-slots", "vhost-slots")
+    if not src or not src2:
+        return None
     labels = [UNPATCHED, DEFAULT, "patched, 10.1 type, merge-layout=latest"]
     out = []
     for machine, firmware, iommu, what in [
@@ -116,6 +116,8 @@ def summary_vfio_user():
 
 def summary_kvm():
     rows, src = read_csv("bench-dma-churn", "dma-churn")
+    if not src:
+        return None
     labels = [UNPATCHED, DEFAULT, "patched, 10.1 type, merge-layout=latest"]
     out = []
     for machine in ("pc", "q35"):
@@ -137,6 +139,8 @@ def summary_kvm():
 def summary_vhost():
     slots, src = read_csv("bench-vhost-slots", "vhost-slots")
     churn, src2 = read_csv("bench-vhost-churn", "vhost-churn")
+    if not src or not src2:
+        return None
     slot_labels = [UNPATCHED, DEFAULT, "patched, merge-layout=latest on 10.1"]
     churn_labels = [UNPATCHED, DEFAULT,
                     "patched, 10.1 type, merge-layout=latest"]
@@ -161,7 +165,7 @@ def summary_vhost():
 def summary_cost():
     rows, src = read_csv("bench-cost")
     if not rows:
-        return "Not measured yet: run `make bench`.\n"
+        return None
     out = []
     for name, what in [("1 barrier", "pc-i440fx-10.2, its 1 MiB barrier"),
                        ("q35+vtd default",
@@ -175,7 +179,7 @@ def summary_cost():
 def summary_migration():
     path = os.path.join("out", "migration-stock.md")
     if not os.path.exists(path):
-        return "Not measured yet: run `make check`.\n"
+        return None
     return open(path).read().strip("\n") + "\n"
 
 
@@ -214,8 +218,15 @@ def main():
             print(f"docs: {dst} from {path}")
     text = open("README.md").read()
     for name, fn in SUMMARIES.items():
+        body = fn()
+        if body is None:
+            # a summary is made from every one of its out/ files or not at
+            # all: the committed numbers stay until they are measured again
+            print(f"readme: summary {name} left as it is (not every one of "
+                  "its out/ files is there)")
+            continue
         new = replace_block(text, rf"<!-- summary {name} -->\n",
-                            f"<!-- end of summary {name} -->", fn())
+                            f"<!-- end of summary {name} -->", body)
         if new is not None:
             text = new
             print(f"readme: summary {name}")
