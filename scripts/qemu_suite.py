@@ -96,24 +96,53 @@ def subtests(entry):
     return out
 
 
+def selector(name):
+    """The test's name as meson test takes it on its command line.
+
+    testlog.json names a test "PROJECT:SUITE+SUITE / NAME"; meson test
+    selects it by "PROJECT:NAME" (the full name selects nothing).
+    """
+    if " / " not in name:
+        return name
+    head, test = name.split(" / ", 1)
+    return f"{head.split(':', 1)[0]}:{test}"
+
+
+def suites_of(name):
+    """The suites in a testlog.json name ("qemu:qtest+qtest-x86_64 / ...")."""
+    head = name.split(" / ", 1)[0]
+    return head.split(":", 1)[-1].split("+")
+
+
+def run_one(name, jobs, build=BUILD):
+    """One test alone through meson; its testlog entry.
+
+    Raises RuntimeError if meson ran anything else than that one test: a
+    verdict must never rest on a run that did not happen.
+    """
+    entries = run_meson(jobs, [selector(name)], build=build)
+    if len(entries) != 1 or entries[0].get("name") != name:
+        raise RuntimeError(f"meson test {selector(name)} in {build} ran "
+                           f"{[e.get('name') for e in entries]}, not {name}")
+    return entries[0]
+
+
 def rerun_series(entry):
     """Run a failing test alone on the series again, up to RERUNS times.
 
     Returns (attempts, the first passing testlog entry or None).
     """
     for attempt in range(1, RERUNS + 1):
-        entries = run_meson(1, [entry["name"]])
-        ok = [e for e in entries if e.get("result") in ("OK", "EXPECTEDFAIL")]
-        if ok:
-            return attempt, ok[0]
+        again = run_one(entry["name"], 1)
+        if again.get("result") in ("OK", "EXPECTEDFAIL"):
+            return attempt, again
     return RERUNS, None
 
 
 def stock_fails_once(entry, jobs):
     """Run a test once against stock 10.2.2: True if it fails there."""
     name = entry["name"]
-    suites = entry.get("suite") or []
-    if any(s.startswith("qtest") for s in suites):
+    if any(s.startswith("qtest") for s in suites_of(name)):
         env = dict(os.environ)
         cmd = entry["command"]
         env.update(entry.get("env") or {})
@@ -130,8 +159,8 @@ def stock_fails_once(entry, jobs):
         print(f"# could not build {target} on stock: "
               f"{b.stdout[-300:]}", flush=True)
         return False
-    entries = run_meson(jobs, [name], build=STOCK_BUILD)
-    return any(e.get("result") not in ("OK", "SKIP") for e in entries)
+    return run_one(name, jobs, build=STOCK_BUILD).get("result") not in \
+        ("OK", "SKIP")
 
 
 def stock_verdict(entry, jobs):
@@ -190,7 +219,16 @@ def main():
         # failed in the full run: alone on the series again, then stock
         print(f"# {name}: {result} in the full run; re-running it alone "
               f"on the series (up to {RERUNS} times)", flush=True)
-        attempts, passed = rerun_series(e)
+        try:
+            attempts, passed = rerun_series(e)
+            stock_fails = None if passed else stock_verdict(e, args.jobs)
+        except (subprocess.TimeoutExpired, OSError, RuntimeError) as ex:
+            # no verdict without the runs it rests on: a failure, named
+            tap.line("not ok", f"{name}: {result} in the full run; its "
+                     f"re-run could not be made: {ex}")
+            rows.append((name, len(subs), f"{result}, re-run not made",
+                         "not run"))
+            continue
         if passed:
             subs = subtests(passed)
             for status, desc, directive in subs or [("ok", "", "")]:
@@ -202,11 +240,6 @@ def main():
                          f"re-run {attempts}", "not run"))
             print(f"# {flaky[-1]}", flush=True)
             continue
-        try:
-            stock_fails = stock_verdict(e, args.jobs)
-        except (subprocess.TimeoutExpired, OSError) as ex:
-            print(f"# {name}: stock run failed to complete: {ex}")
-            stock_fails = False
         stock = "fails" if stock_fails else "passes"
         bad = [s for s in subs if s[0] == "not ok" and not s[2]]
         for status, desc, directive in subs:
