@@ -68,7 +68,8 @@ def run(full, series_reruns, stock):
     def fake_stock(e, jobs):
         test = e["name"].split(" / ")[1]
         calls["stock"].append(test)
-        return stocks[test].pop(0)
+        # not scripted: stock passes (a test asked when it should not be)
+        return stocks.get(test, [False]).pop(0)
 
     saved = (qs.run_meson, qs.stock_fails_once, qs.BUILD, sys.argv)
     with tempfile.TemporaryDirectory() as d:
