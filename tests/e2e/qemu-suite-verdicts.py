@@ -8,8 +8,9 @@ script's TAP and table are read back:
 
 - a test that times out in the full run and passes alone on the series is
   flaky: its subtests count from the passing re-run, it is named, stock is
-  not asked (CI of 2026-12-05: test-nested-aio-poll, a hang measured at
-  about 1 in 1000 runs under load on stock and the series alike);
+  not asked (CI of 2026-12-05: test-nested-aio-poll, which hangs under
+  load on stock and the series alike: 2 and 4 hangs in 18000 runs each,
+  docs/measurements/qemu-suite.md);
 - a test that fails on every re-run and passes on stock is a regression;
 - a test that fails on every re-run and on stock every time is skipped;
 - one pass on stock among failures is enough to call it a regression;
